@@ -276,6 +276,24 @@ def test_encode_synthetic_archive_in_parallel(synth_root: Path, tmp_path: Path) 
     assert one.metadata["labels43"].map(len).min() >= 1
 
 
+def test_every_value_holds_its_own_pixels_across_reused_buffers(synth_root: Path, tmp_path: Path) -> None:
+    """The encoder reads band files straight into value buffers that it reuses from chunk to chunk."""
+    import tifffile
+
+    from benmm.bands import S1_BANDS, S2_BANDS
+    from benmm.blob import encode_blob
+
+    store = encode_summary(synth_root, tmp_path / "s.store", workers=1, progress=False,
+                           commit_pairs=5).store
+    assert len(store) == 24
+    for name in store.names():
+        s1 = store.s1_key(name)
+        s2_dir, s1_dir = synth_root / "BigEarthNet-v1.0" / name, synth_root / "BigEarthNet-S1-v1.0" / s1
+        s2_bands = {b: tifffile.imread(s2_dir / f"{name}_{b}.tif") for b in S2_BANDS}
+        s1_bands = {b: tifffile.imread(s1_dir / f"{s1}_{b}.tif") for b in S1_BANDS}
+        assert store.raw(name) == encode_blob(s2_bands) and store.raw(s1) == encode_blob(s1_bands)
+
+
 def test_cli_encode_and_verify(v1_sample_root: Path, v1_sample_copy: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["encode", str(v1_sample_root), str(tmp_path / "cli.store"), "-w", "2",

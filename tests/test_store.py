@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
-from benmm.blob import BlobError, check_header, decode_blob, encode_blob, parse_header
+from benmm.blob import BlobError, blob_layout, check_header, decode_blob, encode_blob, parse_header
 from benmm.encode import encode
 from benmm.errors import SplitError, StoreError
 from benmm.store import METADATA_COLUMNS, Store
@@ -53,6 +53,19 @@ def test_encode_blob_is_byte_identical_to_safetensors() -> None:
     for arrays in (s2, s1, mixed):
         expected = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
         assert encode_blob(arrays) == expected
+
+
+def test_blob_layout_filled_in_place_is_the_safetensors_blob() -> None:
+    s2, s1 = _bands()
+    mixed = {"b": np.arange(9, dtype=np.uint16).reshape(3, 3), "a": np.arange(2, dtype="<f8"),
+             "c": np.zeros(3, np.uint8), "z": np.ones((4, 2), np.float32)}
+    for arrays in (s2, s1, mixed):
+        layout = blob_layout({k: (v.dtype, v.shape) for k, v in arrays.items()})
+        buf = bytearray(layout.size)
+        buf[:len(layout.header)] = layout.header
+        for name, (start, end) in layout.slots.items():
+            buf[start:end] = arrays[name].tobytes()
+        assert bytes(buf) == safetensors.numpy.save(arrays)
 
 
 def test_decode_blob_matches_safetensors_and_copies_as_documented() -> None:

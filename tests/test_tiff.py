@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from benmm.archive import tiff
-from benmm.archive.tiff import read_band, read_tiff
+from benmm.archive.tiff import read_band, read_band_into, read_tiff
 from benmm.bands import BAND_DTYPE, BAND_SIZE
 from benmm.errors import ArchiveError, BandError
 
@@ -76,6 +76,74 @@ def test_fallback_is_used_for_compressed(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(tiff, "_fallback", lambda p: calls.append(p) or real(p))
     read_band(path, "B01")
     assert calls == [path]
+
+
+def _into(path: Path, band: str, drop_cache: bool = False) -> tuple[np.ndarray, bytearray]:
+    side = BAND_SIZE[band]
+    buf = bytearray(side * side * BAND_DTYPE[band].itemsize)
+    return read_band_into(str(path), band, memoryview(buf), drop_cache), buf
+
+
+@pytest.mark.parametrize("drop_cache", [False, True])
+def test_read_band_into_equals_tifffile_and_fills_the_buffer(v1_sample_root: Path, drop_cache: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiff, "_START", {})
+    files = _band_files(v1_sample_root)
+    for _ in range(2):  # first file of each band: full path; the rest: straight into the buffer
+        for path, band in files:
+            arr, buf = _into(path, band, drop_cache)
+            ref = tifffile.imread(path)
+            np.testing.assert_array_equal(arr, ref, err_msg=str(path))
+            assert bytes(buf) == ref.astype(ref.dtype.newbyteorder("<")).tobytes()
+    assert set(tiff._START) == set(BAND_SIZE)
+
+
+def test_read_band_into_reads_real_files_without_the_full_path(v1_sample_root: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _band_files(v1_sample_root)
+    first = {band: path for path, band in reversed(files)}
+    for band, path in first.items():
+        _into(path, band)  # primes the per-band start
+    monkeypatch.setattr(tiff, "read_band", lambda *a: (_ for _ in ()).throw(AssertionError(a)))
+    for path, band in files:
+        _into(path, band)
+
+
+@pytest.mark.parametrize("kwargs", [{"compression": "zlib"}, {"byteorder": ">"}, {"rowsperstrip": 7},
+                                    {"description": "x" * 100}])
+def test_read_band_into_after_real_files_reads_other_layouts(v1_sample_root: Path, tmp_path: Path,
+                                                             kwargs: dict[str, object]) -> None:
+    real = next(p for p, b in _band_files(v1_sample_root) if b == "VV")
+    _into(real, "VV")
+    data = np.random.default_rng(1).normal(-12, 4, (120, 120)).astype(np.float32)
+    path = tmp_path / "x_VV.tif"
+    tifffile.imwrite(path, data, **kwargs)  # type: ignore[arg-type]
+    arr, buf = _into(path, "VV")
+    np.testing.assert_array_equal(arr, data)
+    assert bytes(buf) == data.astype("<f4").tobytes()
+    np.testing.assert_array_equal(_into(real, "VV")[0], tifffile.imread(real))
+
+
+@pytest.mark.parametrize("cut", [1, 100, 20000])
+def test_read_band_into_truncated_file_names_the_file(v1_sample_copy: Path, cut: int) -> None:
+    files = [(p, b) for p, b in _band_files(v1_sample_copy) if b == "B02"]
+    _into(*files[0])
+    path = files[1][0]
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - cut])
+    with pytest.raises(ArchiveError, match="truncated") as exc:
+        _into(path, "B02")
+    assert str(path) in str(exc.value)
+
+
+def test_read_band_into_wrong_band_and_buffer(v1_sample_root: Path) -> None:
+    path = next(p for p, b in _band_files(v1_sample_root) if b == "B02")
+    with pytest.raises(ArchiveError, match="expected 60x60"):
+        _into(path, "B05")
+    with pytest.raises(ValueError, match="bytes"):
+        read_band_into(str(path), "B02", memoryview(bytearray(10)))
+    with pytest.raises(ArchiveError, match="missing"):
+        _into(path.with_name("nope_B02.tif"), "B02")
 
 
 def test_truncated_file_names_the_file(v1_sample_copy: Path) -> None:

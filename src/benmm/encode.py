@@ -130,6 +130,7 @@ def _work(tasks: Sequence[Task]) -> tuple[int, int, list[tuple[str, str]], int]:
     if _WRITER is None:
         _WRITER = StoreWriter(_JOB.dst, _JOB.map_size)
     records, bad, filtered = [], [], 0
+    _JOB.source.begin_chunk()
     for name, where in tasks:
         try:
             rec = _JOB.source.record(name, where)

@@ -7,11 +7,12 @@ the requested splits. Problems raise :class:`~benmm.errors.BenmmError` subclasse
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from benmm.bands import S1_BANDS, S2_BANDS
-from benmm.blob import BlobError, check_header, encode_blob, parse_header
+from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
+from benmm.blob import BlobError, blob_layout, check_header, parse_header
 from benmm.errors import ArchiveError, EncodeError, LabelError
 from benmm.labels import LABELS_19, LABELS_43, to_19
 from benmm.store import ENCODE_STATE, MANIFEST, REBEN_LMDB_NAMES, Store, _plain, column_split
@@ -37,7 +38,8 @@ def check_labels(labels19: list[str], labels43: list[str] | None, where: str) ->
                              f"{labels43}")
 
 
-def _record(name: str, s1_key: str, s2: bytes, s1: bytes, row: dict[str, Any]) -> Record:
+def _record(name: str, s1_key: str, s2: bytes | memoryview, s1: bytes | memoryview,
+            row: dict[str, Any]) -> Record:
     return Record(name, s2, value_digest(s2), s1_key, s1, value_digest(s1), canonical_row(row))
 
 
@@ -62,6 +64,44 @@ class Source:
     def prepare(self) -> None:
         """Load what every worker needs once, in the main process, so forked workers share it."""
 
+    def begin_chunk(self) -> None:
+        """A new chunk of records begins: the values of earlier records may be reused from now on
+        (the encoder commits each chunk before it begins the next)."""
+
+
+_S2_LAYOUT: Final = blob_layout({b: (BAND_DTYPE[b], (BAND_SIZE[b],) * 2) for b in S2_BANDS})
+_S1_LAYOUT: Final = blob_layout({b: (BAND_DTYPE[b], (BAND_SIZE[b],) * 2) for b in S1_BANDS})
+
+
+class _BlobBuffers:
+    """Reused value buffers, one S2 and one S1 blob per pair of a chunk, headers written once.
+
+    Band files are read straight into their slots (no per-pair allocation, no copy to join the
+    bands); fresh memory is what costs on VMs that hand freed pages back to the host.
+    """
+
+    def __init__(self) -> None:
+        self._pool: list[tuple[bytearray, bytearray, dict[str, memoryview]]] = []
+        self._next = 0
+
+    def reset(self) -> None:
+        self._next = 0
+
+    def take(self) -> tuple[bytearray, bytearray, dict[str, memoryview]]:
+        if self._next == len(self._pool):
+            s2, s1 = bytearray(_S2_LAYOUT.size), bytearray(_S1_LAYOUT.size)
+            into: dict[str, memoryview] = {}
+            for buf, layout in ((s2, _S2_LAYOUT), (s1, _S1_LAYOUT)):
+                buf[:len(layout.header)] = layout.header
+                into.update({b: memoryview(buf)[a:z] for b, (a, z) in layout.slots.items()})
+            self._pool.append((s2, s1, into))
+        self._next += 1
+        return self._pool[self._next - 1]
+
+    def give_back(self) -> None:
+        """The buffers taken last are not used after all."""
+        self._next -= 1
+
 
 class V1Source(Source):
     """BigEarthNet v1.0 folders (or the example folders, or a synthetic archive in that layout)."""
@@ -72,6 +112,7 @@ class V1Source(Source):
         from benmm.archive.v1 import V1Archive
 
         super().__init__(root, splits)
+        self._buffers = _BlobBuffers()
         # pair from the official list (x_y match for names it lacks) instead of reading every S1 JSON
         # up front (~90 us a pair, serial, before any worker starts): read_pair(validate=True) checks
         # each S1 JSON's corresponding_s2_patch anyway, so a wrong partner fails loudly, never silently
@@ -81,11 +122,16 @@ class V1Source(Source):
         from benmm.archive.splits import v1_info
 
         out: list[tuple[str, Any]] = []
+        s2_root, s1_root = f"{self.archive.s2_root}{os.sep}", f"{self.archive.s1_root}{os.sep}"
         for name in sorted(self.archive):
             if splits:
                 info = v1_info(name)
                 if info is not None and info.split not in splits:
                     continue  # known not to be wanted: do not even read it
+            s1 = self.archive.s1_name(name)
+            if s1 is not None:  # plain strings: pathlib costs ~15 us a pair, serial, before any worker
+                out.append((name, (s2_root + name, s1_root + s1)))
+                continue
             try:
                 s2_dir, s1_dir = self.archive.pair_dirs(name)
                 out.append((name, (str(s2_dir), str(s1_dir))))
@@ -104,19 +150,22 @@ class V1Source(Source):
         if isinstance(where, str):
             raise ArchiveError(where)
         s2_dir, s1_dir = where
-        pair = read_pair(s2_dir, s1_dir, validate=True)
+        s2, s1, into = self._buffers.take()
+        pair = read_pair(s2_dir, s1_dir, validate=True, into=into, drop_cache=True)
         if self.splits and pair.split not in self.splits:
+            self._buffers.give_back()
             return None
         check_labels(pair.labels19, pair.labels43, f"{s2_dir}")
-        s2 = encode_blob({b: pair.bands[b] for b in S2_BANDS})
-        s1 = encode_blob({b: pair.bands[b] for b in S1_BANDS})
         row = {"patch_id": name, "labels": list(pair.labels19),
                "split": column_split(pair.split) if pair.split else None, "country": pair.country,
                "s1_name": pair.s1_name, "s2v1_name": pair.s2v1_name or name,
                "contains_seasonal_snow": pair.contains_seasonal_snow,
                "contains_cloud_or_shadow": pair.contains_cloud_or_shadow,
                "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season}
-        return _record(name, pair.s1_name, s2, s1, row)
+        return _record(name, pair.s1_name, memoryview(s2), memoryview(s1), row)
+
+    def begin_chunk(self) -> None:
+        self._buffers.reset()
 
 
 class StoreSource(Source):

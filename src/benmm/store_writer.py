@@ -46,10 +46,10 @@ class Record(NamedTuple):
     """One validated pair, ready to commit (built in a worker process)."""
 
     name: str  # pair id = S2 key
-    s2_value: bytes
+    s2_value: bytes | memoryview  # a memoryview may be reused once its chunk is committed
     s2_digest: bytes
     s1_key: str
-    s1_value: bytes
+    s1_value: bytes | memoryview
     s1_digest: bytes
     row: bytes  # the metadata row as canonical JSON
 

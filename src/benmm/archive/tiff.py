@@ -8,6 +8,11 @@ the encoder reads 14 files for each of ~590k pairs. Anything else (compression, 
 BigTIFF, predictors, several samples per pixel) goes to ``tifffile``. Parsed layouts are cached by
 their IFD bytes (``_LAYOUTS``), so the ~590k files of one band, which share a layout, are parsed once.
 ``tests/test_tiff.py`` checks that both paths agree on every band of every real sample.
+
+The encoder goes one step further with :func:`read_band_into`: the pixel bytes of a file are read
+straight into the caller's buffer (a slice of the store value being built), the TIFF header into a
+small scratch buffer, in one ``preadv``; the header is then checked against the cached layout of
+that band, byte for byte as above. Anything unexpected goes through :func:`read_band` and is copied.
 """
 
 from __future__ import annotations
@@ -46,10 +51,27 @@ class _Unsupported(Exception):
     """The file is a valid TIFF but not in the simple layout; let tifffile read it."""
 
 
-def _read_all(path: str | os.PathLike[str]) -> bytearray:
+def _drop_cached(fd: int) -> None:
+    """Tell the kernel this file's cached pages will not be read again (see :func:`read_band_into`)."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def _read_all(path: str | os.PathLike[str], drop_cache: bool = False) -> bytearray:
     """The whole file in one read (band files are <= 58 KB); a bytearray so the array is writable."""
     fd = os.open(path, _OPEN_FLAGS)
     try:
+        if drop_cache:
+            try:
+                return _read_fd(fd)
+            finally:
+                _drop_cached(fd)
+        return _read_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> bytearray:
         size = os.fstat(fd).st_size
         buf = bytearray(size)
         view = memoryview(buf)
@@ -60,8 +82,6 @@ def _read_all(path: str | os.PathLike[str]) -> bytearray:
                 break
             got += n
         return buf if got == size else buf[:got]
-    finally:
-        os.close(fd)
 
 
 class _Layout(NamedTuple):
@@ -102,19 +122,33 @@ def _ifd_key(buf: bytearray) -> bytes | None:
     return bytes(buf[:8]) + bytes(buf[ifd:end])
 
 
-def _fast(buf: bytearray, path: str | os.PathLike[str]) -> np.ndarray:
-    """The image of ``buf``: from the layout cache when its IFD was seen before, else a full parse."""
+def _cached(buf: bytearray, size: int) -> _Layout | None:
+    """The cached layout of ``buf`` (a file of ``size`` bytes whose first ``len(buf)`` are in ``buf``),
+    or None when it was not seen before or any byte it depends on differs."""
     key = _ifd_key(buf)
     hit = _LAYOUTS.get(key) if key is not None else None
-    if hit is not None and len(buf) >= hit.need and all(
-            buf[off:off + len(want)] == want for off, want in hit.regions):
-        layout = hit
-    else:
+    if hit is not None and size >= hit.need and all(
+            off + len(want) <= len(buf) and buf[off:off + len(want)] == want for off, want in hit.regions):
+        return hit
+    return None
+
+
+def _layout(buf: bytearray, path: str | os.PathLike[str]) -> _Layout:
+    """The layout of the whole file ``buf``: from the cache, else a full parse (then cached)."""
+    layout = _cached(buf, len(buf))
+    if layout is None:
         layout = _parse(buf, path)
+        key = _ifd_key(buf)
         if key is not None:
             if len(_LAYOUTS) >= _LAYOUTS_MAX:
                 _LAYOUTS.clear()
             _LAYOUTS[key] = layout
+    return layout
+
+
+def _fast(buf: bytearray, path: str | os.PathLike[str]) -> np.ndarray:
+    """The image of ``buf`` (a whole file)."""
+    layout = _layout(buf, path)
     h, w = layout.shape
     return np.frombuffer(buf, dtype=layout.dtype, count=h * w, offset=layout.start).reshape(h, w)
 
@@ -189,10 +223,10 @@ def _fallback(path: str | os.PathLike[str]) -> np.ndarray:
         raise ArchiveError(f"{path}: not a readable GeoTIFF ({type(exc).__name__}: {exc})") from None
 
 
-def read_tiff(path: str | os.PathLike[str]) -> np.ndarray:
+def read_tiff(path: str | os.PathLike[str], drop_cache: bool = False) -> np.ndarray:
     """Read a single-band TIFF without checking it against a band's size and dtype."""
     try:
-        buf = _read_all(path)
+        buf = _read_all(path, drop_cache)
     except FileNotFoundError:
         raise ArchiveError(f"{os.fspath(path)}: band file is missing") from None
     except OSError as exc:
@@ -220,13 +254,72 @@ def check_band(arr: np.ndarray, band: str, path: str | os.PathLike[str]) -> np.n
     return arr
 
 
-def read_band(path: str | os.PathLike[str], band: str) -> np.ndarray:
+def read_band(path: str | os.PathLike[str], band: str, drop_cache: bool = False) -> np.ndarray:
     """Read band file ``path`` of band ``band`` (``"B01"`` .. ``"B12"``, ``"VV"``, ``"VH"``).
 
     Returns a writable 2-D array at native size and dtype (uint16 for S2, float32 for S1). Raises
     :class:`ArchiveError` naming the file when it is missing, truncated, unreadable, or has the wrong
-    shape or dtype for ``band``.
+    shape or dtype for ``band``. ``drop_cache``: see :func:`read_band_into`.
     """
     if band not in BAND_SIZE:
         raise BandError(f"unknown band {band!r}; bands are {', '.join(BAND_SIZE)}")
-    return check_band(read_tiff(path), band, path)
+    return check_band(read_tiff(path, drop_cache), band, path)
+
+
+#: band -> offset of the image data in the last file of that band read by :func:`read_band_into`
+_START: dict[str, int] = {}
+#: header size -> reused scratch buffer for the bytes before the image data
+_HEADS: dict[int, bytearray] = {}
+
+
+def read_band_into(path: str, band: str, out: memoryview, drop_cache: bool = False) -> np.ndarray:
+    """Read band file ``path`` of ``band`` into ``out`` (exactly the band's bytes, little-endian).
+
+    Returns the band as an array viewing ``out``. Same checks and errors as :func:`read_band`; the
+    pixels go straight from the file into ``out``. ``drop_cache`` tells the kernel the file will not
+    be read again (``POSIX_FADV_DONTNEED``): an encode reads each file once, and this keeps a 120 GB
+    archive from pushing everything else out of the page cache (those pages are reused for the store
+    being written).
+    """
+    side, dtype = BAND_SIZE[band], BAND_DTYPE[band]
+    nbytes = side * side * dtype.itemsize
+    if len(out) != nbytes:
+        raise ValueError(f"band {band}: buffer has {len(out)} bytes, the band has {nbytes}")
+    want = np.frombuffer(out, dtype=dtype.newbyteorder("<")).reshape(side, side)
+    start = _START.get(band)
+    if start is not None and _into(path, band, start, out, (side, side), dtype, drop_cache):
+        return want
+    arr = read_band(path, band, drop_cache)  # first file of this band, or anything unusual
+    want[...] = arr
+    try:
+        layout = _layout(_read_all(path, drop_cache), path)
+        if layout.shape == (side, side) and layout.dtype == dtype.newbyteorder("<"):
+            _START[band] = layout.start
+    except (OSError, ArchiveError, _Unsupported):
+        pass
+    return want
+
+
+def _into(path: str, band: str, start: int, out: memoryview, shape: tuple[int, int], dtype: np.dtype[Any],
+          drop_cache: bool) -> bool:
+    """The fast path of :func:`read_band_into`; False when the file is not laid out like the last one."""
+    head = _HEADS.get(start)
+    if head is None:
+        head = _HEADS[start] = bytearray(start)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return False  # read_band names the problem
+    try:
+        got = os.preadv(fd, [head, out], 0)
+        if drop_cache:
+            _drop_cached(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if got != start + len(out):
+        return False  # truncated (or a short read): the full path decides
+    layout = _cached(head, got)
+    return (layout is not None and layout.start == start and layout.shape == shape
+            and layout.dtype == dtype.newbyteorder("<"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from benmm import labels as L
 from benmm.archive.base import Pair, Problem, UnknownPatchError
-from benmm.archive.tiff import read_band
+from benmm.archive.tiff import read_band, read_band_into
 from benmm.bands import S1_BANDS, S2_BANDS
 from benmm.errors import ArchiveError, PatchNameError
 from benmm.names import parse
@@ -128,17 +128,22 @@ def _coords(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _read_bands(folder: str, name: str, bands: tuple[str, ...], out: dict[str, np.ndarray],
-                problems: list[Problem], pair: str) -> None:
+                problems: list[Problem], pair: str, into: Mapping[str, memoryview] | None,
+                drop_cache: bool) -> None:
     prefix = f"{folder}{os.sep}{name}_"  # plain strings: pathlib costs ~20 us per pair here
     for band in bands:
         path = f"{prefix}{band}.tif"
         try:
-            out[band] = read_band(path, band)
+            if into is None:
+                out[band] = read_band(path, band, drop_cache)
+            else:
+                out[band] = read_band_into(path, band, into[band], drop_cache)
         except ArchiveError as exc:
             problems.append(Problem(path, str(exc).removeprefix(f"{path}: "), pair))
 
 
-def _load_pair(s2_dir: str, s1_dir: str | None, strict: bool, lists: bool
+def _load_pair(s2_dir: str, s1_dir: str | None, strict: bool, lists: bool,
+               into: Mapping[str, memoryview] | None = None, drop_cache: bool = False
                ) -> tuple[Pair | None, list[Problem]]:
     """Read a pair, collecting every problem instead of stopping at the first (folders as strings)."""
     s2_dir = s2_dir.rstrip(os.sep) or s2_dir
@@ -158,7 +163,7 @@ def _load_pair(s2_dir: str, s1_dir: str | None, strict: bool, lists: bool
                                 "Sentinel-1 partner folder is missing", name))
         s1_dir = None
     bands: dict[str, np.ndarray] = {}
-    _read_bands(s2_dir, name, S2_BANDS, bands, problems, name)
+    _read_bands(s2_dir, name, S2_BANDS, bands, problems, name, into, drop_cache)
     s2_json_path = os.path.join(s2_dir, f"{name}{JSON_SUFFIX}")
     s2_meta, prob = _load_json(s2_json_path)
     labels43 = None
@@ -171,7 +176,7 @@ def _load_pair(s2_dir: str, s1_dir: str | None, strict: bool, lists: bool
     s1_meta: dict[str, Any] | None = None
     s1_name = os.path.basename(s1_dir) if s1_dir is not None else ""
     if s1_dir is not None:
-        _read_bands(s1_dir, s1_name, S1_BANDS, bands, problems, name)
+        _read_bands(s1_dir, s1_name, S1_BANDS, bands, problems, name, into, drop_cache)
         s1_json_path = os.path.join(s1_dir, f"{s1_name}{JSON_SUFFIX}")
         s1_meta, prob = _load_json(s1_json_path)
         if prob:
@@ -220,15 +225,19 @@ def _raise(problems: list[Problem]) -> NoReturn:
 
 
 def read_pair(s2_dir: str | os.PathLike[str], s1_dir: str | os.PathLike[str], validate: bool = True,
-              lists: bool = True) -> Pair:
+              lists: bool = True, into: Mapping[str, memoryview] | None = None,
+              drop_cache: bool = False) -> Pair:
     """Read one v1 pair: all 14 bands at native size, labels (43 and 19), metadata.
 
     ``validate`` also checks that the S1 JSON points back at this S2 patch and carries the same
     labels (bands, shapes, dtypes, JSONs and label names are always checked). ``lists`` fills
     split/country/season/exclusion flags from the official lists. Raises :class:`ArchiveError` naming
-    the file(s) at fault.
+    the file(s) at fault. ``into`` (band -> buffer of the band's exact byte size): the bands are read
+    into those buffers and returned as views of them; ``drop_cache``: the band files will not be read
+    again (both: see :func:`benmm.archive.tiff.read_band_into`).
     """
-    pair, problems = _load_pair(os.fspath(s2_dir), os.fspath(s1_dir), strict=validate, lists=lists)
+    pair, problems = _load_pair(os.fspath(s2_dir), os.fspath(s1_dir), strict=validate, lists=lists,
+                                into=into, drop_cache=drop_cache)
     if problems or pair is None:
         _raise(problems or [Problem(str(s2_dir), "unreadable pair")])
     return pair
