@@ -276,6 +276,13 @@ def test_encode_synthetic_archive_in_parallel(synth_root: Path, tmp_path: Path) 
     assert one.metadata["labels43"].map(len).min() >= 1
 
 
+def test_default_workers_is_one_more_than_the_cores(v1_sample_root: Path, reference: Store,
+                                                   tmp_path: Path) -> None:
+    summary = encode_summary(v1_sample_root, tmp_path / "d.store", progress=False)
+    assert summary.workers == (os.cpu_count() or 1) + 1
+    assert summary.written == 6 and summary.store.content_hash == reference.content_hash
+
+
 def test_every_value_holds_its_own_pixels_across_reused_buffers(synth_root: Path, tmp_path: Path) -> None:
     """The encoder reads band files straight into value buffers that it reuses from chunk to chunk."""
     import tifffile

@@ -28,7 +28,8 @@ def encode(
     dst: Path = typer.Argument(..., help="The store directory to write (new or empty; or an interrupted "
                                "encode of the same SRC, which is resumed)."),
     workers: int = typer.Option(0, "--workers", "-w", min=0,
-                                help="Worker processes; 0 = one per CPU core."),
+                                help="Worker processes; 0 = one more than the CPU cores (a worker "
+                                "waiting on the disk leaves its core to another)."),
     split: list[str] = typer.Option([], "--split", "-s",
                                     help="Keep only this split: train, val (or validation), test. "
                                     "Repeat or separate with commas for several."),
