@@ -42,12 +42,8 @@ def encode_blob(arrays: Mapping[str, np.ndarray]) -> bytes:
     Byte-identical to ``safetensors.numpy.save`` (tested), but builds each distinct header once and
     joins the header and the array buffers with a single copy: ~4x faster for the encoder's hot path.
     """
-    items = sorted(arrays.items(), key=_order)
-    key = tuple((name, arr.dtype.kind, arr.dtype.itemsize, arr.shape) for name, arr in items)
-    header = _ENCODED.get(key)
-    if header is None:
-        header = _ENCODED[key] = _header_bytes(key)
-    parts: list[Any] = [header]
+    items = sorted(arrays.items(), key=lambda item: _order(item[0], item[1].dtype))
+    parts: list[Any] = [_header((name, arr.dtype, arr.shape) for name, arr in items)]
     for _, arr in items:
         if arr.dtype.byteorder == ">" or not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
@@ -70,26 +66,34 @@ def blob_layout(bands: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> B
     """The layout of the blob :func:`encode_blob` writes for arrays of these dtypes and shapes: a
     buffer of ``size`` bytes starting with ``header``, each band's little-endian bytes in its slot,
     is byte for byte that blob (tested)."""
-    items = sorted(((name, np.empty(0, dtype)) for name, (dtype, _) in bands.items()), key=_order)
-    key = tuple((name, arr.dtype.kind, arr.dtype.itemsize, tuple(bands[name][1])) for name, arr in items)
-    header = _ENCODED.get(key)
-    if header is None:
-        header = _ENCODED[key] = _header_bytes(key)
+    items = sorted(((name, np.dtype(dtype), tuple(shape)) for name, (dtype, shape) in bands.items()),
+                   key=lambda item: _order(item[0], item[1]))
+    header = _header(items)
     slots, offset = {}, len(header)
-    for name, _kind, itemsize, shape in key:
-        nbytes = itemsize * int(np.prod(shape, dtype=np.int64))
+    for name, dtype, shape in items:
+        nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
         slots[name] = (offset, offset + nbytes)
         offset += nbytes
     return BlobLayout(header, slots, offset)
+
+
+def _header(items: Iterable[tuple[str, np.dtype[Any], tuple[int, ...]]]) -> bytes:
+    """The header of a blob of these (name, dtype, shape), in blob order; each distinct one built once."""
+    key = tuple((name, dtype.kind, dtype.itemsize, shape) for name, dtype, shape in items)
+    header = _ENCODED.get(key)
+    if header is None:
+        header = _ENCODED[key] = _header_bytes(key)
+    return header
+
+
 _CODES: Final = {(dt.kind, dt.itemsize): code for code, dt in ST_DTYPES.items()}
 #: safetensors lays tensors out by dtype in this order (its Rust enum, reversed), then by name
 _RANK: Final = {code: i for i, code in enumerate(
     ("U64", "I64", "F64", "F32", "U32", "I32", "F16", "U16", "I16", "I8", "U8", "BOOL"))}
 
 
-def _order(item: tuple[str, np.ndarray]) -> tuple[int, str]:
-    name, arr = item
-    return _RANK.get(_CODES.get((arr.dtype.kind, arr.dtype.itemsize), ""), len(_RANK)), name
+def _order(name: str, dtype: np.dtype[Any]) -> tuple[int, str]:
+    return _RANK.get(_CODES.get((dtype.kind, dtype.itemsize), ""), len(_RANK)), name
 
 
 def _header_bytes(key: tuple[Any, ...]) -> bytes:

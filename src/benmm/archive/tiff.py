@@ -12,11 +12,12 @@ their IFD bytes (``_LAYOUTS``), so the ~590k files of one band, which share a la
 The encoder goes one step further with :func:`read_band_into`: the pixel bytes of a file are read
 straight into the caller's buffer (a slice of the store value being built), the TIFF header into a
 small scratch buffer, in one ``preadv``; the header is then checked against the cached layout of
-that band, byte for byte as above. Anything unexpected goes through :func:`read_band` and is copied.
+that band, byte for byte as above. Anything unexpected takes :func:`read_band`'s path and is copied.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from typing import Any, Final, NamedTuple
@@ -52,26 +53,17 @@ class _Unsupported(Exception):
 
 
 def _drop_cached(fd: int) -> None:
-    """Tell the kernel this file's cached pages will not be read again (see :func:`read_band_into`)."""
+    """Tell the kernel this file's cached pages will not be read again (see :func:`read_band_into`).
+    Advice only: never raises."""
     if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _read_all(path: str | os.PathLike[str], drop_cache: bool = False) -> bytearray:
     """The whole file in one read (band files are <= 58 KB); a bytearray so the array is writable."""
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        if drop_cache:
-            try:
-                return _read_fd(fd)
-            finally:
-                _drop_cached(fd)
-        return _read_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_fd(fd: int) -> bytearray:
         size = os.fstat(fd).st_size
         buf = bytearray(size)
         view = memoryview(buf)
@@ -82,6 +74,10 @@ def _read_fd(fd: int) -> bytearray:
                 break
             got += n
         return buf if got == size else buf[:got]
+    finally:
+        if drop_cache:
+            _drop_cached(fd)
+        os.close(fd)
 
 
 class _Layout(NamedTuple):
@@ -146,11 +142,6 @@ def _layout(buf: bytearray, path: str | os.PathLike[str]) -> _Layout:
     return layout
 
 
-def _fast(buf: bytearray, path: str | os.PathLike[str]) -> np.ndarray:
-    """The image of ``buf`` (a whole file)."""
-    layout = _layout(buf, path)
-    h, w = layout.shape
-    return np.frombuffer(buf, dtype=layout.dtype, count=h * w, offset=layout.start).reshape(h, w)
 
 
 def _parse(buf: bytearray, path: str | os.PathLike[str]) -> _Layout:
@@ -223,8 +214,8 @@ def _fallback(path: str | os.PathLike[str]) -> np.ndarray:
         raise ArchiveError(f"{path}: not a readable GeoTIFF ({type(exc).__name__}: {exc})") from None
 
 
-def read_tiff(path: str | os.PathLike[str], drop_cache: bool = False) -> np.ndarray:
-    """Read a single-band TIFF without checking it against a band's size and dtype."""
+def _read_image(path: str | os.PathLike[str], drop_cache: bool) -> tuple[np.ndarray, _Layout | None]:
+    """The image of a single-band TIFF and its layout (None when ``tifffile`` read it)."""
     try:
         buf = _read_all(path, drop_cache)
     except FileNotFoundError:
@@ -232,9 +223,16 @@ def read_tiff(path: str | os.PathLike[str], drop_cache: bool = False) -> np.ndar
     except OSError as exc:
         raise ArchiveError(f"{os.fspath(path)}: cannot read band file ({exc.strerror or exc})") from None
     try:
-        return _fast(buf, path)
+        layout = _layout(buf, path)
     except _Unsupported:
-        return _fallback(path)
+        return _fallback(path), None
+    h, w = layout.shape
+    return np.frombuffer(buf, dtype=layout.dtype, count=h * w, offset=layout.start).reshape(h, w), layout
+
+
+def read_tiff(path: str | os.PathLike[str], drop_cache: bool = False) -> np.ndarray:
+    """Read a single-band TIFF without checking it against a band's size and dtype."""
+    return _read_image(path, drop_cache)[0]
 
 
 def check_band(arr: np.ndarray, band: str, path: str | os.PathLike[str]) -> np.ndarray:
@@ -281,26 +279,25 @@ def read_band_into(path: str, band: str, out: memoryview, drop_cache: bool = Fal
     archive from pushing everything else out of the page cache (those pages are reused for the store
     being written).
     """
-    side, dtype = BAND_SIZE[band], BAND_DTYPE[band]
+    if band not in BAND_SIZE:
+        raise BandError(f"unknown band {band!r}; bands are {', '.join(BAND_SIZE)}")
+    side, dtype = BAND_SIZE[band], BAND_DTYPE[band].newbyteorder("<")
     nbytes = side * side * dtype.itemsize
     if len(out) != nbytes:
         raise ValueError(f"band {band}: buffer has {len(out)} bytes, the band has {nbytes}")
-    want = np.frombuffer(out, dtype=dtype.newbyteorder("<")).reshape(side, side)
+    want = np.frombuffer(out, dtype=dtype).reshape(side, side)
     start = _START.get(band)
-    if start is not None and _into(path, band, start, out, (side, side), dtype, drop_cache):
+    if start is not None and _into(path, start, out, (side, side), dtype, drop_cache):
         return want
-    arr = read_band(path, band, drop_cache)  # first file of this band, or anything unusual
-    want[...] = arr
-    try:
-        layout = _layout(_read_all(path, drop_cache), path)
-        if layout.shape == (side, side) and layout.dtype == dtype.newbyteorder("<"):
-            _START[band] = layout.start
-    except (OSError, ArchiveError, _Unsupported):
-        pass
+    # first file of this band, or anything unusual: the full path, and its layout for the next files
+    arr, layout = _read_image(path, drop_cache)
+    want[...] = check_band(arr, band, path)
+    if layout is not None and layout.shape == (side, side) and layout.dtype == dtype:
+        _START[band] = layout.start
     return want
 
 
-def _into(path: str, band: str, start: int, out: memoryview, shape: tuple[int, int], dtype: np.dtype[Any],
+def _into(path: str, start: int, out: memoryview, shape: tuple[int, int], dtype: np.dtype[Any],
           drop_cache: bool) -> bool:
     """The fast path of :func:`read_band_into`; False when the file is not laid out like the last one."""
     head = _HEADS.get(start)
@@ -309,17 +306,16 @@ def _into(path: str, band: str, start: int, out: memoryview, shape: tuple[int, i
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError:
-        return False  # read_band names the problem
+        return False  # the full path names the problem
     try:
         got = os.preadv(fd, [head, out], 0)
-        if drop_cache:
-            _drop_cached(fd)
     except OSError:
         return False
     finally:
+        if drop_cache:
+            _drop_cached(fd)
         os.close(fd)
     if got != start + len(out):
         return False  # truncated (or a short read): the full path decides
     layout = _cached(head, got)
-    return (layout is not None and layout.start == start and layout.shape == shape
-            and layout.dtype == dtype.newbyteorder("<"))
+    return layout is not None and layout.start == start and layout.shape == shape and layout.dtype == dtype

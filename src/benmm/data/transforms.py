@@ -332,17 +332,14 @@ class BatchTransform:
                 # normalise at native size (4x / 36x fewer values), then resample: the same numbers,
                 # up to float rounding, since every mode's weights sum to 1 (tests compare both orders)
                 x = resample(self.normalise(key, x), GRID, self.resample, self.align_corners)
+            elif self.stats is not None:
+                scale, shift = self._affine(key, x.device)
                 for src, dst, n in self._runs[res]:
-                    merged[:, dst:dst + n].copy_(x[:, src:src + n])
+                    _affine_into(x[:, src:src + n], scale[:, src:src + n], shift[:, src:src + n],
+                                 merged[:, dst:dst + n])
                 continue
-            if self.stats is None:
-                for src, dst, n in self._runs[res]:
-                    merged[:, dst:dst + n].copy_(x[:, src:src + n])
-                continue
-            scale, shift = self._affine(key, x.device)
             for src, dst, n in self._runs[res]:
-                _affine_into(x[:, src:src + n], scale[:, src:src + n], shift[:, src:src + n],
-                             merged[:, dst:dst + n])
+                merged[:, dst:dst + n].copy_(x[:, src:src + n])
         return merged
 
     def draw(self, n: int) -> torch.Tensor:
