@@ -2,7 +2,7 @@
 
     python benchmarks/encode.py [--pairs 20000] [--workers N] [--cache DIR] [--configilm]
 
-The synthetic v1 archive (``benmm.synth``, real on-disk format) is generated once into the cache
+The synthetic v1 archive (``benmm.synth.archive``, real on-disk format) is generated once into the cache
 folder (default ``$BENMM_CACHE_DIR/bench`` or ``~/.cache/benmm/bench``) and reused. Its files are read
 before each run so every method starts from a warm page cache. Each method runs in its own process;
 the table shows wall time, pairs/s, CPU seconds (all its processes) and the ratio to the baseline. The
@@ -38,7 +38,7 @@ def _cache(arg: str | None) -> Path:
 
 
 def _archive(cache: Path, pairs: int, seed: int, workers: int) -> Path:
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     root = cache / f"synth-v1-{pairs}-seed{seed}"
     if not root.is_dir():
@@ -92,7 +92,7 @@ def baseline(src: Path, dst: Path) -> int:
 
 
 def benmm_encode(src: Path, dst: Path, workers: int) -> int:
-    from benmm.encode import encode_summary
+    from benmm.ingest.pipeline import encode_summary
 
     return encode_summary(src, dst, workers=workers, progress=False).written
 
@@ -205,7 +205,7 @@ def main() -> None:
     print(f"archive: {src} ({args.pairs:,} pairs, {size / 1e9:.2f} GB; read before each run to warm the "
           "page cache)")
     out = cache / "stores"
-    from benmm.encode import default_workers
+    from benmm.ingest.pipeline import default_workers
 
     runs = [("baseline: tifffile + safetensors + LMDB, 1 process", "baseline", 1),
             ("benmm encode --workers 1", "benmm", 1),

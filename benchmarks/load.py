@@ -196,8 +196,8 @@ def peer_python(venv: Path, install: bool) -> tuple[Path | None, str]:
 
 def prepare(pairs: int, seed: int, work: Path) -> tuple[Path, Path]:
     """(v1 archive root, benmm store) of a synthetic archive, made once and reused."""
-    from benmm.encode import encode
-    from benmm.synth import synthesize
+    from benmm.ingest.pipeline import encode
+    from benmm.synth.archive import synthesize
 
     root = work / f"synth-v1-{pairs}-s{seed}"
     store = work / f"synth-{pairs}-s{seed}.store"

@@ -30,8 +30,9 @@ import faiss
 import numpy as np
 
 from benmm.labels import label_names
+from benmm.retrieval.build import build_index
 from benmm.retrieval.evaluate import random_ranking, retrieval_metrics
-from benmm.retrieval.index import build_index, multi_hot
+from benmm.retrieval.index import multi_hot
 from benmm.retrieval.synthetic import synthetic_embeddings
 
 K = 10

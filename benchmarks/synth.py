@@ -23,9 +23,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from benmm import synth
 from benmm.bands import S1_BANDS, S2_BANDS
 from benmm.labels import LABELS_19, to_19
+from benmm.synth import archive as synth
 
 
 def _cpu() -> float:

@@ -31,8 +31,8 @@ CACHE = Path(os.environ.get("BENMM_BENCH_CACHE", Path.home() / ".cache" / "benmm
 
 
 def bench_store(pairs: int) -> Path:
-    from benmm.encode import encode
-    from benmm.synth import synthesize
+    from benmm.ingest.pipeline import encode
+    from benmm.synth.archive import synthesize
 
     archive = CACHE / f"train-synth-{pairs}"
     store = CACHE / f"train-synth-{pairs}.store"

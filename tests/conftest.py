@@ -55,8 +55,8 @@ def reben_sample_copy(reben_sample_root: Path, tmp_path: Path) -> Path:
 def retrieval_index_dir(tmp_path_factory: pytest.TempPathFactory, reben_sample_root: Path) -> Path:
     """A saved flat retrieval index over the 24 reBEN sample pairs (band-statistics embeddings, no model):
     archive = train + validation (16 patches), query items = test (8)."""
+    from benmm.retrieval.build import index_from_embeddings
     from benmm.retrieval.embed import embed_store
-    from benmm.retrieval.index import index_from_embeddings
 
     root = tmp_path_factory.mktemp("retrieval")
     embed_store("band-stats", reben_sample_root, root / "emb", recommended=False)
@@ -77,7 +77,7 @@ def retrieval_server(retrieval_index_dir: Path):  # type: ignore[no-untyped-def]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, "-m", "benmm.cli", "serve", str(retrieval_index_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "benmm", "serve", str(retrieval_index_dir),
                              "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -112,7 +112,7 @@ SYNTH_V1_SEED = 0
 def synth_v1_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded synthetic v1 archive (60 pairs: BigEarthNet-v1.0/ + BigEarthNet-S1-v1.0/), built once per
     session. Includes snow, cloud and one no-19-class patch. Read-only by convention: copy it to modify."""
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     root = tmp_path_factory.mktemp("synth") / "v1"
     synthesize(root, pairs=SYNTH_V1_PAIRS, seed=SYNTH_V1_SEED, layout="v1", workers=1)
@@ -123,7 +123,7 @@ def synth_v1_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_synth(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Factory: ``make_synth(pairs=20, seed=0, layout="v1"|"reben", name=None) -> Path`` of a fresh
     synthetic archive under this test's tmp_path (same arguments, same bytes)."""
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     def make(pairs: int = 20, seed: int = 0, layout: str = "v1", name: str | None = None) -> Path:
         dst = tmp_path / (name or f"synth-{layout}-{pairs}-{seed}")

@@ -328,5 +328,5 @@ def test_package_exports_are_lazy() -> None:
     code = ("import sys, benmm; heavy = [m for m in ('pandas', 'lmdb', 'tifffile', 'torch') "
             "if m in sys.modules]; assert not heavy, heavy; from benmm.archive import open_archive;"
             "assert benmm.open_archive is open_archive; assert benmm.Store.__name__ == 'Store';"
-            "assert callable(benmm.encode)")
+            "assert callable(benmm.encode); import benmm.ingest.pipeline; assert callable(benmm.encode)")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -20,7 +20,7 @@ from benmm.archive.splits import v1_info
 from benmm.archive.v2 import EXCLUDED_METADATA, METADATA, V2Archive, s1_tiff_dir, s2_tiff_dir
 from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
 from benmm.errors import ArchiveError, BandError
-from benmm.lmdbenv import close_env, open_envs
+from benmm.store.lmdbenv import close_env, open_envs
 
 LMDB = "BigEarthNet-V2-LMDB"
 

@@ -12,7 +12,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from benmm import labels as L
-from benmm.cli import app
+from benmm.cli.app import app
 from conftest import V1_SAMPLE_S2
 
 runner = CliRunner()

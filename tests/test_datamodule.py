@@ -171,12 +171,12 @@ def test_worker_output_ring_reuses_only_released_slots(reben: Store, monkeypatch
     """The worker side of the output ring, driven in this process with a fake worker: it writes into a
     slot only while the flags say the main process released it, else into fresh memory; the batches
     always equal the plain transform's, and a reused slot leaves the other batches intact."""
-    import benmm.data.datamodule as dmm
+    import benmm.data.loading as loading
 
-    monkeypatch.setattr(dmm, "get_worker_info", lambda: SimpleNamespace(id=0, seed=123))
+    monkeypatch.setattr(loading, "get_worker_info", lambda: SimpleNamespace(id=0, seed=123))
     dm = BigEarthNetDataModule(reben, batch_size=3, num_workers=1, recommended=False)
     ds = dm.dataset(None)
-    view = dmm._RecyclingView(ds, dm.eval_transform, slots=2)
+    view = loading.RecyclingView(ds, dm.eval_transform, slots=2)
     view.new_generation(1)
     flags = view.flags.numpy()  # type: ignore[union-attr]
 
@@ -187,34 +187,34 @@ def test_worker_output_ring_reuses_only_released_slots(reben: Store, monkeypatch
             assert torch.equal(batch[key], ref[key]), key
 
     b1, b2 = view.__getitems__([0, 1, 2]), view.__getitems__([3, 4, 5])
-    assert (b1.pop(dmm._SLOT_KEY), b2.pop(dmm._SLOT_KEY)) == ((0, 0), (0, 1))
+    assert (b1.pop(loading._SLOT_KEY), b2.pop(loading._SLOT_KEY)) == ((0, 0), (0, 1))
     assert flags.tolist() == [[1, 1]] and b1["s2"].is_shared()
     fresh = view.__getitems__([6, 7])  # both slots held: fresh shared memory, untagged
-    assert dmm._SLOT_KEY not in fresh and fresh["s2"].is_shared()
+    assert loading._SLOT_KEY not in fresh and fresh["s2"].is_shared()
     check(fresh, [6, 7])
     check(b1, [0, 1, 2])
     flags[0, 0] = 0  # the main process released slot 0
     b3 = view.__getitems__([8, 9])
-    assert b3.pop(dmm._SLOT_KEY) == (0, 0) and b3["s2"].data_ptr() == b1["s2"].data_ptr()
+    assert b3.pop(loading._SLOT_KEY) == (0, 0) and b3["s2"].data_ptr() == b1["s2"].data_ptr()
     check(b3, [8, 9])  # the smaller last batch: the first rows of the slot
     check(b2, [3, 4, 5])
 
 
 def test_main_side_releases_a_slot_once_all_its_tensors_are_freed(reben: Store) -> None:
-    import benmm.data.datamodule as dmm
+    import benmm.data.loading as loading
 
     dm = BigEarthNetDataModule(reben, num_workers=1)
-    view = dmm._RecyclingView(dm.dataset("val"), dm.eval_transform, slots=3)
+    view = loading.RecyclingView(dm.dataset("val"), dm.eval_transform, slots=3)
     view.new_generation(2)
     flags = view.flags.numpy()  # type: ignore[union-attr]
     flags[:] = 1
     def sent() -> Any:  # what the workers send (each batch built on the fly: nothing else holds it)
-        yield {"s2": torch.zeros(2, 3), "label": torch.ones(2), "name": ["a", "b"], dmm._SLOT_KEY: (1, 2)}
+        yield {"s2": torch.zeros(2, 3), "label": torch.ones(2), "name": ["a", "b"], loading._SLOT_KEY: (1, 2)}
         yield {"s2": torch.zeros(2, 3), "name": ["c", "d"]}  # an untagged (fresh memory) batch
 
-    main = dmm._Recycler(sent(), view)
+    main = loading.Recycler(sent(), view)
     batch = next(main)
-    assert dmm._SLOT_KEY not in batch and batch["name"] == ["a", "b"]
+    assert loading._SLOT_KEY not in batch and batch["name"] == ["a", "b"]
     label = batch["label"][:1]  # a view of one of its tensors keeps the slot busy
     del batch
     main.release()

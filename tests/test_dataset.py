@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from benmm.bands import S1_BANDS, S2_BANDS, load_stats
 from benmm.data import BigEarthNetDataset, DatasetError, collate, compute_stats
-from benmm.data.dataset import batched_loader
+from benmm.data.loading import batched_loader
 from benmm.errors import BandError, LabelError, SplitError, StoreError
 from benmm.labels import encode, reorder
 from benmm.store import Store
@@ -35,7 +35,7 @@ def reben(reben_sample_root: Path) -> Store:
 @pytest.fixture(scope="module")
 def synth_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic archive in the reBEN layout (opens as a store), with snow/cloud patches."""
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     dst = tmp_path_factory.mktemp("synth") / "reben"
     synthesize(dst, pairs=40, seed=3, layout="reben", workers=1)
@@ -267,7 +267,7 @@ def test_compute_stats_equals_numpy(synth: Store) -> None:
 def test_stats_cli_writes_a_loadable_file(synth_store: Path, synth: Store, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from benmm.cli import app
+    from benmm.cli.app import app
 
     out = tmp_path / "st.json"
     res = CliRunner().invoke(app, ["stats", str(synth_store), "--split", "val", "--out", str(out)])

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from benmm.cli import app
+from benmm.cli.app import app
 
 
 def test_demo_help() -> None:
@@ -30,8 +30,8 @@ def test_demo_recipe_uses_every_band() -> None:
     """The demo models see all 12 S2 bands (K-Branch with its 60 m B01/B09 branch) and VV, VH."""
     from benmm.bands import S1_BANDS, S2_BANDS
     from benmm.demo import DEMO_RECIPE, DEMO_RUNS
-    from benmm.recipes import load_recipe
-    from benmm.training import model_from_recipe
+    from benmm.train.fit import model_from_recipe
+    from benmm.train.recipes import load_recipe
 
     for _, modality in DEMO_RUNS:
         overrides = [f"modality={modality}"] + (['model.bands="all"'] if modality == "s1" else [])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import benmm.demo
 import benmm.retrieval.demo
-from benmm.cli import app
+from benmm.cli.app import app
 
 
 def _fake_ctx(retrieval: dict[str, Any] | None) -> SimpleNamespace:

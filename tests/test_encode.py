@@ -17,12 +17,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from benmm.cli import app
-from benmm.encode import encode, encode_summary
+from benmm.cli.app import app
 from benmm.errors import EncodeError, StoreError
+from benmm.ingest.pipeline import encode, encode_summary
 from benmm.store import Store
+from faults import KillAt
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def reference(v1_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic v1 archive (real format, real pair names)."""
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     root = tmp_path_factory.mktemp("synth") / "v1"
     synthesize(root, pairs=24, seed=3, workers=1)
@@ -43,13 +45,11 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _encode_in_subprocess(src: Path, dst: Path, workers: int, die_at: str | None,
                           commit_pairs: int = 1) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(SRC))
-    env.pop("BENMM_ENCODE_DIE_AT", None)
-    if die_at:
-        env["BENMM_ENCODE_DIE_AT"] = die_at
-    code = ("import sys; from benmm.encode import encode_summary; "
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(TESTS)]))
+    hook = f"KillAt({die_at!r})" if die_at else None
+    code = ("import sys; from benmm.ingest import encode_summary; from faults import KillAt; "
             f"encode_summary(sys.argv[1], sys.argv[2], workers={workers}, progress=False, "
-            f"commit_pairs={commit_pairs})")
+            f"commit_pairs={commit_pairs}, on_event={hook})")
     return subprocess.Popen([sys.executable, "-c", code, str(src), str(dst)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -110,13 +110,11 @@ def test_kill_then_resume_gives_the_same_store(v1_sample_root: Path, reference: 
 
 
 def test_a_dying_worker_is_a_clear_error_and_the_run_resumes(v1_sample_root: Path, reference: Store,
-                                                             tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             tmp_path: Path) -> None:
     dst = tmp_path / "w.store"
-    monkeypatch.setenv("BENMM_ENCODE_DIE_AT", "worker:1")
     with pytest.raises(EncodeError, match="a worker process died"):
-        encode_summary(v1_sample_root, dst, workers=2, progress=False, commit_pairs=1)
-    monkeypatch.delenv("BENMM_ENCODE_DIE_AT")
+        encode_summary(v1_sample_root, dst, workers=2, progress=False, commit_pairs=1,
+                       on_event=KillAt("worker:1"))
     summary = encode_summary(v1_sample_root, dst, workers=2, progress=False)
     assert summary.resumed >= 1 and summary.store.content_hash == reference.content_hash
 
@@ -198,7 +196,7 @@ def test_unwritable_destination(v1_sample_root: Path, tmp_path: Path) -> None:
 
 def test_disk_full_is_a_clear_error_and_keeps_what_was_written(
         v1_sample_root: Path, reference: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import benmm.store_writer as sw
+    import benmm.store.writer as sw
 
     real = os.posix_fallocate
     calls = {"n": 0}
@@ -222,7 +220,7 @@ def test_disk_full_is_a_clear_error_and_keeps_what_was_written(
 def test_file_size_limit_gives_a_clean_cli_error(v1_sample_root: Path, tmp_path: Path) -> None:
     code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
-            "from benmm.cli import main; sys.argv = ['benmm'] + sys.argv[1:]; main()")
+            "from benmm.cli.app import main; sys.argv = ['benmm'] + sys.argv[1:]; main()")
     proc = subprocess.run([sys.executable, "-c", code, "encode", str(v1_sample_root), str(tmp_path / "s"),
                            "--workers", "1", "--no-progress"], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(SRC)))
@@ -288,7 +286,7 @@ def test_every_value_holds_its_own_pixels_across_reused_buffers(synth_root: Path
     import tifffile
 
     from benmm.bands import S1_BANDS, S2_BANDS
-    from benmm.blob import encode_blob
+    from benmm.store.blob import encode_blob
 
     store = encode_summary(synth_root, tmp_path / "s.store", workers=1, progress=False,
                            commit_pairs=5).store

@@ -180,3 +180,18 @@ def test_unknown_labels_raise() -> None:
 def test_bad_sets_and_orders(call: object) -> None:
     with pytest.raises(LabelError):
         call()  # type: ignore[operator]
+
+
+def test_multi_hot_is_the_one_encoder() -> None:
+    from benmm.labels import multi_hot
+
+    names = L.label_names(19)
+    got = multi_hot([["Pastures"], [], None, ["Pastures", "Arable land"]], names)
+    assert got.dtype == np.uint8 and got.shape == (4, 19)
+    assert got.sum(axis=1).tolist() == [1, 0, 0, 2]
+    assert multi_hot([], names).shape == (0, 19)  # an empty split is an empty matrix, not a crash
+    # 43-class names convert with to19; "Airports" has no 19-class target and is dropped
+    conv = multi_hot([["Non-irrigated arable land", "Airports"]], names, to19=True)
+    assert conv[0].tolist() == L.encode(["Arable land"]).astype(np.uint8).tolist()
+    with pytest.raises(LabelError, match="pair b has unknown label 'Pasture'"):
+        multi_hot([["Pastures"], ["Pasture"]], names, row_names=["a", "b"])

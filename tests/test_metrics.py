@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from benmm.errors import BenmmError
-from benmm.metrics import (
+from benmm.train.metrics import (
     METRIC_NAMES,
     compute_metrics,
     label_frequency_scores,

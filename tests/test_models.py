@@ -83,17 +83,28 @@ def test_unknown_model_lists_valid_ones() -> None:
         create_model("timm:no_such_net")
     with pytest.raises(ModelError, match="unknown fusion"):
         create_model("resnet18", fusion="middle")
-    with pytest.raises(ModelError, match="unknown modality"):
+    with pytest.raises(BandError, match="unknown modality"):  # the one modality check of benmm.bands
         create_model("resnet18", modality="rgb")
 
 
 def test_bands_must_fit_modality() -> None:
-    with pytest.raises(BandError, match="S2 bands only"):
+    with pytest.raises(BandError, match="modality 's2' has only the bands"):
         create_model("resnet18", modality="s2", bands=["B02", "VV"])
     with pytest.raises(BandError, match="unknown band"):
         create_model("resnet18", modality="s2", bands=["B10"])
     model = create_model("resnet18", modality="s1s2", bands="s2-rgb")  # S1 added to an S2-only choice
     assert model.spec.bands == ("B02", "B03", "B04", "VV", "VH")
+
+
+def test_models_and_datasets_choose_bands_by_one_rule() -> None:
+    from benmm.bands import S2_BANDS, choose_bands
+    from benmm.models.registry import resolve_model_bands
+
+    for modality, bands in [("s1s2", ["VV"]), ("s1s2", "s2-rgb"), ("s1s2", None), ("s2", "s2-10m"),
+                            ("s1", ["VH"])]:
+        assert resolve_model_bands(modality, bands) == choose_bands(modality, bands)
+    assert choose_bands("s1s2", ["VV"]) == (*S2_BANDS, "VV")  # S1 only named: every S2 band kept
+    assert create_model("kbranch", modality="s1s2", bands=["VV"]).spec.bands == (*S2_BANDS, "VV")
 
 
 def test_batch_with_wrong_channels_is_a_clear_error() -> None:

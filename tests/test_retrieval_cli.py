@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benmm.cli import app
+from benmm.cli.app import app
 from benmm.retrieval.embed import EmbeddingSet
 from benmm.retrieval.index import RetrievalIndex
 from benmm.store import Store

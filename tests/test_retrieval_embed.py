@@ -13,6 +13,7 @@ import pytest
 from benmm.errors import BenmmError, RetrievalError
 from benmm.models import create_model
 from benmm.models.weights import export_safetensors
+from benmm.retrieval.build import index_from_embeddings
 from benmm.retrieval.embed import (
     BandStatsEmbedder,
     CheckpointEmbedder,
@@ -21,7 +22,6 @@ from benmm.retrieval.embed import (
     make_embedder,
     write_embeddings,
 )
-from benmm.retrieval.index import index_from_embeddings
 from benmm.store import Store
 
 DATA_INFO = {"data": {"labels": 19, "order": "official", "resample": "bilinear", "stats": "v1"}}
@@ -65,7 +65,7 @@ def test_service_embeds_uploads_with_the_checkpoint(
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from benmm.retrieval.service import create_app
+    from benmm.retrieval.service.app import create_app
 
     ix = index_from_embeddings(embedded, kind="flat", archive_split=None)
     ix.manifest["source"]["checkpoint"] = embedded.info["checkpoint"]

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from benmm.errors import LabelError, RetrievalError
+from benmm.retrieval.build import build_index
 from benmm.retrieval.codes import BinaryEncoder, fit_itq, hamming, quantization_loss
 from benmm.retrieval.evaluate import random_ranking, retrieval_metrics
-from benmm.retrieval.index import KINDS, RetrievalIndex, build_index, multi_hot
+from benmm.retrieval.index import KINDS, RetrievalIndex, multi_hot
 from benmm.retrieval.synthetic import synthetic_embeddings
 
 

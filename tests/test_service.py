@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.numpy import save as st_save
 
 from benmm.retrieval.index import RetrievalIndex
-from benmm.retrieval.service import create_app
+from benmm.retrieval.service.app import create_app
 from benmm.store import Store
 
 

@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
-from benmm.blob import BlobError, blob_layout, check_header, decode_blob, encode_blob, parse_header
-from benmm.encode import encode
 from benmm.errors import SplitError, StoreError
-from benmm.store import METADATA_COLUMNS, Store
+from benmm.ingest.pipeline import encode
+from benmm.store import Store
+from benmm.store.blob import BlobError, blob_layout, check_header, decode_blob, encode_blob, parse_header
+from benmm.store.layout import METADATA_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +378,7 @@ def test_reben_folder_without_metadata(reben_sample_copy: Path) -> None:
         Store.open(reben_sample_copy)
 
 
-# ---- LMDB handles across fork (benmm.lmdbenv) ----------------------------------------------------------
+# ---- LMDB handles across fork (benmm.store.lmdbenv) ------------------------------------------------------
 class _Held(Exception):
     pass
 
@@ -418,7 +419,7 @@ def test_encode_in_process_then_forked_dataloader(make_synth, tmp_path: Path, in
 
 def test_v2_archive_and_store_share_one_handle(reben_sample_root: Path) -> None:
     from benmm.archive.v2 import V2Archive
-    from benmm.lmdbenv import open_envs
+    from benmm.store.lmdbenv import open_envs
 
     arc = V2Archive(reben_sample_root)
     name = arc.names()[0]

@@ -16,14 +16,14 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from benmm import synth
 from benmm.bands import BAND_RESOLUTION, BAND_SIZE, S1_BANDS, S2_BANDS
-from benmm.cli import app
+from benmm.cli.app import app
 from benmm.labels import LABELS_19, LABELS_43, to_19
 from benmm.names import parse
-from benmm.synth_labels import sample_labels
-from benmm.synth_meta import geo
-from benmm.synth_tiff import geotiff_bytes
+from benmm.synth import archive as synth
+from benmm.synth.geotiff import geotiff_bytes
+from benmm.synth.labels import sample_labels
+from benmm.synth.metadata import geo
 
 S2_EXAMPLE, S1_EXAMPLE = "BigEarthNet-S2-Example", "BigEarthNet-S1-Example"
 
@@ -178,7 +178,7 @@ def test_reben_layout_matches_the_published_sample(reben_sample_root: Path, make
     def header(raw: bytes) -> bytes:  # safetensors: u64 length + JSON (names, dtypes, shapes, offsets)
         return raw[8:8 + int.from_bytes(raw[:8], "little")]
 
-    from benmm.lmdbenv import shared_env  # py-lmdb allows one handle per file per process
+    from benmm.store.lmdbenv import shared_env  # py-lmdb allows one handle per file per process
 
     sample_env = shared_env(reben_sample_root / synth.LMDB_DIR)
     with sample_env.begin() as txn:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from benmm.cli import app
-from benmm.recipes import RecipeError, list_recipes, load_recipe
-from benmm.task import load_checkpoint, name_hash
-from benmm.training import TrainError, check_splits, train
+from benmm.cli.app import app
+from benmm.train.fit import TrainError, check_splits, train
+from benmm.train.recipes import RecipeError, list_recipes, load_recipe
+from benmm.train.task import load_checkpoint, name_hash
 
 TINY = ["model.width=4", "model.embed=16", "batch_size=16", "epochs=1", "log_every_n_steps=1"]
 
@@ -22,7 +22,7 @@ TINY = ["model.width=4", "model.embed=16", "batch_size=16", "epochs=1", "log_eve
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic reBEN-layout archive (a store as published): 150 pairs, seeded."""
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     root = tmp_path_factory.mktemp("task") / "reben"
     synthesize(root, pairs=150, seed=1, layout="reben", workers=1)
@@ -92,7 +92,7 @@ def test_resume_and_refuse_overwrite(trained: Any, store: Path) -> None:
 def test_ctrl_c_saves_a_resumable_checkpoint(store: Path, tmp_path: Path) -> None:
     import lightning as L
 
-    from benmm.training import TrainInterrupted
+    from benmm.train.fit import TrainInterrupted
 
     class CtrlC(L.Callback):
         def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
@@ -130,8 +130,8 @@ def test_name_hash_is_stable() -> None:
 def test_evaluate_and_predict(trained: Any, store: Path, tmp_path: Path, v1_sample_root: Path,
                               reben_sample_root: Path) -> None:
     from benmm.data import BigEarthNetDataset
-    from benmm.evaluation import evaluate, predict
-    from benmm.metrics import compute_metrics
+    from benmm.train.evaluate import evaluate, predict
+    from benmm.train.metrics import compute_metrics
 
     res = evaluate(trained.best, store, split="test", out=tmp_path / "ev", workers=0, progress=False)
     test = BigEarthNetDataset(store, split="test")
@@ -197,8 +197,8 @@ def test_ddp_two_cpu_processes_cover_val_once(store: Path, tmp_path: Path) -> No
     import lightning as L
 
     from benmm.data import BigEarthNetDataset
-    from benmm.task import ClassificationTask
-    from benmm.training import datamodule_for, model_from_recipe
+    from benmm.train.fit import datamodule_for, model_from_recipe
+    from benmm.train.task import ClassificationTask
 
     rec = load_recipe("demo", TINY)
     model = model_from_recipe(rec, 19)

@@ -80,6 +80,38 @@ def split_by_modality(bands: Iterable[str]) -> tuple[tuple[str, ...], tuple[str,
     return tuple(b for b in S2_BANDS if b in chosen), tuple(b for b in S1_BANDS if b in chosen)
 
 
+MODALITIES: Final = ("s1", "s2", "s1s2")
+
+
+def check_modality(modality: str) -> str:
+    if modality not in MODALITIES:
+        raise BandError(f"unknown modality {modality!r}; valid modalities: {', '.join(MODALITIES)}")
+    return modality
+
+
+def choose_bands(modality: str, bands: str | Iterable[str] | None) -> tuple[str, ...]:
+    """The bands a dataset or a model of ``modality`` uses, canonical order (S2 then S1): the one rule.
+
+    ``bands=None`` takes every band of the modality. For ``s1s2``, naming only S2 bands keeps both S1
+    bands (``modality="s1s2", bands="s2-10m20m"``) and naming only S1 bands keeps all S2 bands.
+    """
+    check_modality(modality)
+    if bands is None:
+        return {"s1": S1_BANDS, "s2": S2_BANDS, "s1s2": S2_BANDS + S1_BANDS}[modality]
+    s2, s1 = split_by_modality(resolve_bands(bands))
+    if modality == "s1":
+        if s2:
+            raise BandError(f"modality 's1' has only the bands {', '.join(S1_BANDS)}; "
+                            f"got S2 bands {', '.join(s2)} (use modality='s1s2' for both)")
+        return s1
+    if modality == "s2":
+        if s1:
+            raise BandError(f"modality 's2' has only the bands {', '.join(S2_BANDS)}; "
+                            f"got S1 bands {', '.join(s1)} (use modality='s1s2' for both)")
+        return s2
+    return (s2 or S2_BANDS) + (s1 or S1_BANDS)
+
+
 def group_by_resolution(bands: Iterable[str]) -> dict[int, tuple[str, ...]]:
     """S2 bands grouped by native resolution (10, 20, 60), canonical order inside each group."""
     s2, _ = split_by_modality(bands)

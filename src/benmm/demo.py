@@ -79,9 +79,9 @@ def _progress(console: Console, description: str) -> tuple[Any, Callable[[int, i
 
 def build_archive(ctx: DemoContext, workers: int, progress: bool) -> None:
     """The synthetic archive and its store in the cache; rebuilt when missing or of another config."""
-    from benmm.encode import encode
+    from benmm.ingest.pipeline import encode
     from benmm.store import Store
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     stamp = ctx.cache / f"demo-{ctx.pairs}-{ctx.seed}.json"
     config = {"format": CACHE_FORMAT, "pairs": ctx.pairs, "seed": ctx.seed}
@@ -125,7 +125,7 @@ class _null:
 def label_frequency_baseline(store: Any) -> dict[str, float]:
     """Test metrics of scoring every test pair with the training frequency of each class."""
     from benmm.data import BigEarthNetDataset
-    from benmm.metrics import compute_metrics, label_frequency_scores
+    from benmm.train.metrics import compute_metrics, label_frequency_scores
 
     train = BigEarthNetDataset(store, modality="s2", bands="s2-rgb", split="train").labels()
     test = BigEarthNetDataset(store, modality="s2", bands="s2-rgb", split="test").labels()
@@ -133,8 +133,8 @@ def label_frequency_baseline(store: Any) -> dict[str, float]:
 
 
 def train_and_evaluate(ctx: DemoContext, epochs: int | None, workers: int, progress: bool) -> None:
-    from benmm.evaluation import evaluate
-    from benmm.training import quiet_lightning, train
+    from benmm.train.evaluate import evaluate
+    from benmm.train.fit import quiet_lightning, train
 
     quiet_lightning()
     for i, (label, modality) in enumerate(DEMO_RUNS, 1):
@@ -178,7 +178,7 @@ def extract_examples(cache: Path) -> Path:
 
 
 def predict_examples(ctx: DemoContext) -> None:
-    from benmm.evaluation import predict
+    from benmm.train.evaluate import predict
 
     root = extract_examples(ctx.cache)
     ctx.console.print("[bold]5/5[/] predicting the 6 real BigEarthNet example pairs with the S1+S2 model")

@@ -52,7 +52,7 @@ def archive_kind(path: str | os.PathLike[str]) -> str:
 
 def open_archive(path: str | os.PathLike[str], **options: Any) -> Any:
     """Open a v1 archive (:class:`~benmm.archive.v1.V1Archive`), a reBEN folder
-    (:class:`~benmm.archive.v2.V2Archive`) or a benmm store (``benmm.store.Store``).
+    (:class:`~benmm.archive.v2.V2Archive`) or a benmm store (``benmm.store.reader.Store``).
 
     Every reader has ``len()``, iterates pair ids and returns a :class:`Pair` for ``reader[name]``.
     ``options`` go to the reader's constructor (v1/reBEN only).
@@ -62,7 +62,7 @@ def open_archive(path: str | os.PathLike[str], **options: Any) -> Any:
         try:
             from benmm.store import Store
         except ImportError:
-            raise ArchiveError(f"{path}: is a benmm store, and reading stores needs benmm.store, "
+            raise ArchiveError(f"{path}: is a benmm store, and reading stores needs benmm.store.reader, "
                                "which this installation lacks") from None
         return Store.open(path)
     if kind == "reben":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benmm import labels as L
 from benmm.archive.base import Problem
+from benmm.atomic import atomic_open
 from benmm.errors import BenmmError
 
 if TYPE_CHECKING:
@@ -184,8 +185,7 @@ def write_report(problems: Iterable[Problem], path: str | os.PathLike[str]) -> i
     """Write problems as JSON lines (``.jsonl``/``.json``) or CSV (anything else); returns the count."""
     target = Path(path)
     n = 0
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(target, "w", newline="") as fh:
         if target.suffix.lower() in (".jsonl", ".json", ".ndjson"):
             for p in problems:
                 fh.write(json.dumps({"pair": p.pair, "path": p.path, "reason": p.reason}) + "\n")
@@ -196,5 +196,4 @@ def write_report(problems: Iterable[Problem], path: str | os.PathLike[str]) -> i
             for p in problems:
                 writer.writerow([p.pair or "", p.path, p.reason])
                 n += 1
-    os.replace(tmp, target)
     return n

@@ -15,15 +15,15 @@ from __future__ import annotations
 import bz2
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, overload
 
 import numpy as np
 
+from benmm.atomic import atomic_path
 from benmm.errors import SplitError
 from benmm.resources import resource_path
 
@@ -50,12 +50,35 @@ PAIR_COLUMNS: Final = ("s1_name", "s2_name", "country", "season")
 _CACHE_FORMAT: Final = 1
 
 
-def normalize_split(name: str) -> str:
-    """``"train"``, ``"val"`` or ``"test"`` for any accepted spelling; :class:`SplitError` otherwise."""
-    key = name.strip().lower() if isinstance(name, str) else name
-    if key not in SPLIT_ALIASES:
-        raise SplitError(f"unknown split {name!r}; valid splits: train, val (or validation), test")
-    return SPLIT_ALIASES[key]
+@overload
+def normalize_split(name: str, strict: bool = True) -> str: ...
+
+
+@overload
+def normalize_split(name: None, strict: bool = True) -> None: ...
+
+
+def normalize_split(name: str | None, strict: bool = True) -> str | None:
+    """The one split-name normaliser: ``"train"``, ``"val"`` or ``"test"`` for any accepted spelling
+    (``validation``, any case, surrounding spaces); ``None`` (all pairs) stays ``None``.
+
+    An unknown name raises :class:`SplitError`, or with ``strict=False`` (for values read from a table,
+    which may hold other labels) comes back stripped and lower-cased.
+    """
+    if name is None:
+        return None
+    key = str(name).strip().lower()
+    if key in SPLIT_ALIASES:
+        return SPLIT_ALIASES[key]
+    if not strict:
+        return key
+    raise SplitError(f"unknown split {name!r}; valid splits: train, val (or validation), test, "
+                     "or all / None for every pair")
+
+
+def split_column_value(name: str) -> str:
+    """A split as reBEN's metadata column spells it (``validation``, not ``val``)."""
+    return REBEN_SPLIT_NAMES[normalize_split(name)]
 
 
 def _read_bz2(filename: str) -> bytes:
@@ -155,14 +178,8 @@ def _store_cache(path: Path, table: pa.Table) -> None:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, fsync=False) as tmp:
             feather.write_feather(table, tmp, compression="zstd")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     except OSError:
         pass  # an unwritable cache only costs time
 

@@ -15,8 +15,8 @@ columns), and the image data in one of two layouts:
   example input tree) and TorchGeo's ``BigEarthNetV2`` dataset (``_load_image`` path scheme).
 
 The LMDB opens lazily, once per process, read-only and without locking, through
-:func:`benmm.lmdbenv.shared_env` (the same handle a :class:`benmm.store.Store` of the folder uses;
-closed in forked children), so an archive object can be handed to DataLoader workers or a process pool.
+:func:`benmm.store.lmdbenv.shared_env` (the same handle a :class:`benmm.store.Store` of the folder
+uses; closed in forked children), so an archive object can be handed to DataLoader workers or a process pool.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ TIFF_DIR_NAMES: Final = {"s2": "BigEarthNet-S2", "s1": "BigEarthNet-S1"}
 
 
 def _env(path: Path) -> Any:
-    """This process's read-only LMDB handle of ``path``: :func:`benmm.lmdbenv.shared_env`, the one
-    handle per file and process that a :class:`benmm.store.Store` of the same folder also uses
-    (py-lmdb refuses a second one; handles are closed in forked children, see :mod:`benmm.lmdbenv`)."""
+    """This process's read-only LMDB handle of ``path``: :func:`benmm.store.lmdbenv.shared_env`, the one
+    handle per file and process that a :class:`benmm.store.reader.Store` of the same folder also uses
+    (py-lmdb refuses a second one; handles are closed in forked children, see :mod:`benmm.store.lmdbenv`)."""
     from benmm.errors import StoreError
-    from benmm.lmdbenv import shared_env
+    from benmm.store.lmdbenv import shared_env
 
     try:
         return shared_env(path)
@@ -60,7 +60,7 @@ def _env(path: Path) -> Any:
 
 
 def _close_env(path: Path) -> None:
-    from benmm.lmdbenv import close_env
+    from benmm.store.lmdbenv import close_env
 
     close_env(path)
 

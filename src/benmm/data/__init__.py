@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from benmm.data.dataset import BigEarthNetDataset, DatasetError, collate
-from benmm.data.transforms import BatchTransform, TransformError, compute_stats, resample
+from benmm.data.dataset import BigEarthNetDataset, DatasetError
+from benmm.data.loading import collate
+from benmm.data.stats import compute_stats
+from benmm.data.transforms import BatchTransform, TransformError, resample
 
 __all__ = [
     "BatchTransform",

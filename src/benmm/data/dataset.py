@@ -20,7 +20,6 @@ value raises :class:`~benmm.errors.StoreError` naming the pair and the key, neve
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,73 +30,32 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
+from benmm.archive.splits import normalize_split
 from benmm.bands import (
     BAND_DTYPE,
     BAND_RESOLUTION,
     BAND_SIZE,
     RESOLUTION_GROUPS,
-    S1_BANDS,
-    S2_BANDS,
-    resolve_bands,
+    check_modality,
+    choose_bands,
     split_by_modality,
 )
-from benmm.blob import BlobError, parse_header
-from benmm.data.transforms import shared_empty
-from benmm.errors import BandError, BenmmError, LabelError, SplitError, StoreError
-from benmm.labels import LABEL_43_TO_19, ORDERS, label_names
+from benmm.data.loading import shared_empty
+from benmm.errors import BenmmError, LabelError, SplitError, StoreError
+from benmm.labels import ORDERS, label_names
+from benmm.labels import multi_hot as label_multi_hot
+from benmm.store.blob import BlobError, parse_header
 
 if TYPE_CHECKING:
     from benmm.store import Store
 
-MODALITIES: Final = ("s1", "s2", "s1s2")
-SPLITS: Final = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 COUNTRIES: Final = ("Austria", "Belgium", "Finland", "Ireland", "Kosovo", "Lithuania", "Luxembourg",
                     "Portugal", "Serbia", "Switzerland")
 SEASONS: Final = ("Spring", "Summer", "Fall", "Winter")
 _SEASON_ALIASES: Final = {"autumn": "Fall"}
 _MAX_LAYOUTS: Final = 256
-
-
-def check_modality(modality: str) -> str:
-    if modality not in MODALITIES:
-        raise BandError(f"unknown modality {modality!r}; valid modalities: {', '.join(MODALITIES)}")
-    return modality
-
-
-def normalize_split(split: str | None) -> str | None:
-    """``"train"``, ``"val"`` (also ``"validation"``), ``"test"``, or ``None`` for all pairs."""
-    if split is None:
-        return None
-    try:
-        return SPLITS[str(split).lower()]
-    except KeyError:
-        raise SplitError(f"unknown split {split!r}; valid splits: train, val (or validation), test, "
-                         "or None for all pairs") from None
-
-
-def choose_bands(modality: str, bands: str | Iterable[str] | None) -> tuple[str, ...]:
-    """The bands a dataset of ``modality`` returns, canonical order (S2 then S1).
-
-    ``bands=None`` takes every band of the modality. For ``s1s2``, naming only S2 bands keeps both S1
-    bands (``modality="s1s2", bands="s2-10m20m"``) and naming only S1 bands keeps all S2 bands.
-    """
-    check_modality(modality)
-    if bands is None:
-        return {"s1": S1_BANDS, "s2": S2_BANDS, "s1s2": S2_BANDS + S1_BANDS}[modality]
-    s2, s1 = split_by_modality(resolve_bands(bands))
-    if modality == "s1":
-        if s2:
-            raise BandError(f"modality 's1' has only the bands {', '.join(S1_BANDS)}; "
-                            f"got S2 bands {', '.join(s2)} (use modality='s1s2' for both)")
-        return s1
-    if modality == "s2":
-        if s1:
-            raise BandError(f"modality 's2' has only the bands {', '.join(S2_BANDS)}; "
-                            f"got S1 bands {', '.join(s1)} (use modality='s1s2' for both)")
-        return s2
-    return (s2 or S2_BANDS) + (s1 or S1_BANDS)
 
 
 def sample_layout(bands: Sequence[str]) -> dict[str, tuple[tuple[str, ...], int]]:
@@ -147,7 +105,9 @@ def select(meta: pd.DataFrame, split: str | None, recommended: bool,
     if split is not None:
         if "split" not in meta:
             raise SplitError(f"{where}: the store has no split column; use split=None")
-        keep &= meta["split"].replace({"validation": "val"}).to_numpy() == split
+        column = meta["split"]
+        spelled = {v: normalize_split(str(v), strict=False) for v in column.dropna().unique()}
+        keep &= column.map(spelled).to_numpy() == split
     if recommended:
         for flag in ("contains_seasonal_snow", "contains_cloud_or_shadow"):
             if flag in meta:
@@ -171,42 +131,24 @@ def select(meta: pd.DataFrame, split: str | None, recommended: bool,
 
 
 def multi_hot(meta: pd.DataFrame, n: int, order: str, where: str) -> np.ndarray:
-    """uint8 [rows, n] multi-hot labels, built vectorised (explode + map), official or alphabetical."""
+    """uint8 [rows, n] multi-hot labels of a metadata table (:func:`benmm.labels.multi_hot`): the
+    19-class labels (43-class names converted), or the v1 43-class ones from ``labels43``."""
     if n not in (19, 43):
         raise LabelError(f"label set {n!r} does not exist; valid label sets: 19, 43")
     if order not in ORDERS:
         raise LabelError(f"label order {order!r} does not exist; valid orders: {', '.join(ORDERS)}")
-    index = {name: i for i, name in enumerate(label_names(n, order))}
-    if n == 19:
-        column = meta["labels"]
-        # 19-class names map to themselves; 43-class names are converted (None: no 19-class target)
-        mapping: dict[str, int] = {k: index[v] if v is not None else -1 for k, v in LABEL_43_TO_19.items()}
-        mapping |= index
-    else:
+    if n == 43:
         if "labels43" not in meta or (len(meta) and meta["labels43"].isna().all()):
             raise LabelError(f"{where}: this store has no 43-class labels (a reBEN store only has the "
                              "19-class ones); use labels=19, or encode the v1 archive to get labels43")
-        column = meta["labels43"]
-        missing = column.isna().to_numpy()
+        missing = meta["labels43"].isna().to_numpy()
         if missing.any():
             first = meta["patch_id"].iloc[int(np.argmax(missing))]
             raise LabelError(f"{where}: {int(missing.sum())} pairs have no 43-class labels "
                              f"(first: {first}); use labels=19")
-        mapping = dict(index)
-    out = np.zeros((len(meta), n), dtype=np.uint8)
-    exploded = column.explode()
-    present = exploded.notna().to_numpy()
-    rows = np.arange(len(meta)).repeat(column.map(lambda v: max(len(v), 1)).to_numpy())[present]
-    names = exploded.to_numpy()[present]
-    cols = pd.Series(names, dtype=object).map(mapping)
-    unknown = cols.isna().to_numpy()
-    if unknown.any():
-        i = int(np.argmax(unknown))
-        raise LabelError(f"{where}: pair {meta['patch_id'].iloc[rows[i]]} has unknown label {names[i]!r}")
-    cols_arr = cols.to_numpy(dtype=np.int64)
-    ok = cols_arr >= 0
-    out[rows[ok], cols_arr[ok]] = 1
-    return out
+    column = meta["labels"] if n == 19 else meta["labels43"]
+    return label_multi_hot(column, label_names(n, order), to19=n == 19, where=where,
+                           row_names=meta["patch_id"].tolist() if "patch_id" in meta else None)
 
 
 class BigEarthNetDataset(Dataset[dict[str, Any]]):
@@ -215,7 +157,7 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
     Parameters
     ----------
     store:
-        A :class:`benmm.store.Store` or a path that ``Store.open`` accepts (benmm store, reBEN folder).
+        A :class:`benmm.store.reader.Store` or a path that ``Store.open`` accepts (benmm store, reBEN folder).
     modality:
         ``"s1"``, ``"s2"`` or ``"s1s2"``.
     bands:
@@ -444,72 +386,3 @@ def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
     """A float32 tensor; in shared memory when ``shared`` (inside a worker whose batch goes straight
     to the main process)."""
     return shared_empty(shape) if shared else torch.empty(shape, dtype=torch.float32)
-
-
-def collate(samples: Sequence[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
-    """Stack samples into a batch: each image key (``s2``, ``s2_20m``, ``s2_60m``, ``s1``) stays its own
-    tensor at its native size, ``label`` stacks, ``name`` becomes a list of str.
-
-    A batch already collated by :meth:`BigEarthNetDataset.get_batch` passes through unchanged. Uses
-    :func:`torch.utils.data.default_collate`, which stacks into shared memory inside DataLoader workers.
-    """
-    if isinstance(samples, dict):
-        return samples
-    if not samples:
-        raise ValueError("collate() needs at least one sample")
-    keys = set(samples[0])
-    for s in samples[1:]:
-        if set(s) != keys:
-            raise ValueError(f"samples have different keys: {sorted(keys)} vs {sorted(s)} "
-                             "(mixed datasets with different bands or modalities?)")
-    return default_collate(list(samples))
-
-
-class BatchedView(Dataset[dict[str, Any]]):
-    """``dataset`` seen through the DataLoader's batched-fetch hook: ``__getitems__`` returns a whole
-    collated batch from :meth:`BigEarthNetDataset.get_batch` (filled in place, in shared memory inside
-    workers), which :func:`collate` passes through. Samplers (random, distributed) work on it unchanged."""
-
-    def __init__(self, dataset: BigEarthNetDataset, transform: Callable[[dict[str, Any]], dict[str, Any]]
-                 | None = None) -> None:
-        self.dataset = dataset
-        self.transform = transform  # a BatchTransform to run in the worker (CPU training), or None
-        self._worker_seed: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.dataset[index]
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
-        if self.transform is None:
-            return self.dataset.get_batch(indices)
-        info = get_worker_info()
-        # the native batch stays in this worker; the transform writes its outputs to shared memory
-        batch = self.dataset.get_batch(indices, shared=False)
-        if info is not None:
-            self.seed_worker(info)
-            if hasattr(self.transform, "share_outputs"):
-                self.transform.share_outputs = True
-        return self.transform(batch)
-
-    def seed_worker(self, info: Any) -> None:
-        """Each worker gets its own augmentation stream, derived from the DataLoader's seeded base
-        seed (a new one per epoch unless the workers persist): reproducible, not repeated."""
-        if self._worker_seed != info.seed:
-            generator = getattr(self.transform, "generator", None)
-            if generator is not None:
-                generator.manual_seed(info.seed % (1 << 63))
-            self._worker_seed = info.seed
-            # Everything the worker inherited (torch, numpy, the dataset's tables) lives as long as
-            # the worker: take it out of the cyclic garbage collector's reach, which otherwise walks
-            # those ~10^5 objects on every full collection (~6% of a worker's time, measured with perf).
-            gc.freeze()
-
-
-def batched_loader(dataset: BigEarthNetDataset, batch_size: int = 64, shuffle: bool = False,
-                   num_workers: int = 0, **kwargs: Any) -> DataLoader[dict[str, Any]]:
-    """A DataLoader yielding collated batches of ``dataset`` via the batched fetch path."""
-    return DataLoader(BatchedView(dataset), batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      collate_fn=collate, **kwargs)

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from benmm.models import fusion, kbranch  # noqa: F401  (register the models)
+# the model modules register themselves on import (timm's way): importing the package loads them all
+from benmm.models import fusion, kbranch  # noqa: F401
+from benmm.models.create import create_model
 from benmm.models.registry import (
     BenModel,
     ModelError,
     ModelSpec,
     build,
-    create_model,
     describe_models,
     list_models,
     register_model,

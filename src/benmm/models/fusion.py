@@ -14,7 +14,14 @@ import timm
 import torch
 from torch import nn
 
-from benmm.models.registry import TIMM_PREFIX, BenModel, ModelError, ModelSpec, register_model
+from benmm.models.registry import (
+    TIMM_PREFIX,
+    BenModel,
+    ModelError,
+    ModelSpec,
+    register_model,
+    register_prefix,
+)
 
 #: registered baseline name -> timm architecture
 TIMM_BASELINES: Final = {
@@ -133,6 +140,7 @@ for _name, _arch in TIMM_BASELINES.items():
     _baseline(_arch, f"{_name.upper()} (timm {_arch}, random init; early or late S1+S2 fusion)")
 
 
+@register_prefix(TIMM_PREFIX)
 def build_timm_any(spec: ModelSpec) -> BenModel:
     """``timm:<arch>``: any timm architecture as backbone."""
     arch = spec.name[len(TIMM_PREFIX):]

@@ -16,22 +16,15 @@ from typing import Any, Final
 import torch
 from torch import nn
 
-from benmm.bands import BAND_GROUPS, resolve_bands, split_by_modality
-from benmm.errors import BandError, BenmmError
+from benmm.bands import choose_bands, split_by_modality
+from benmm.errors import BenmmError
 
 
 class ModelError(BenmmError):
     """Unknown model, bad model options, or weights that do not fit the model."""
 
 
-MODALITIES: Final = ("s1", "s2", "s1s2")
 FUSIONS: Final = ("early", "late")
-#: default bands per modality: every band of the modality (as benmm.data's datasets default to)
-DEFAULT_BANDS: Final = {
-    "s2": BAND_GROUPS["s2-all"],
-    "s1": BAND_GROUPS["s1"],
-    "s1s2": BAND_GROUPS["s2-all"] + BAND_GROUPS["s1"],
-}
 TIMM_PREFIX: Final = "timm:"
 
 
@@ -94,6 +87,8 @@ class BenModel(nn.Module):
 Factory = Callable[[ModelSpec], BenModel]
 _REGISTRY: dict[str, Factory] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+#: name prefix -> factory of a family of models (``timm:<name>``), registered by the family's module
+_PREFIXES: dict[str, Factory] = {}
 
 
 def register_model(name: str, description: str = "") -> Callable[[Factory], Factory]:
@@ -111,78 +106,33 @@ def register_model(name: str, description: str = "") -> Callable[[Factory], Fact
 
 def list_models() -> list[str]:
     """Registered model names (any timm model is also accepted as ``timm:<name>``)."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def describe_models() -> dict[str, str]:
-    _ensure_loaded()
     return {name: _DESCRIPTIONS[name] for name in sorted(_REGISTRY)}
 
 
-def _ensure_loaded() -> None:
-    # the model modules register themselves on import
-    from benmm.models import fusion, kbranch  # noqa: F401
+def register_prefix(prefix: str) -> Callable[[Factory], Factory]:
+    """Register the factory of every model named ``<prefix><anything>`` (timm's ``timm:<name>``)."""
+
+    def deco(factory: Factory) -> Factory:
+        _PREFIXES[prefix] = factory
+        return factory
+
+    return deco
 
 
 def resolve_model_bands(modality: str, bands: str | Iterable[str] | None) -> tuple[str, ...]:
-    """The bands a model of ``modality`` takes, canonical order; checks they fit the modality."""
-    if modality not in MODALITIES:
-        raise ModelError(f"unknown modality {modality!r}; valid modalities: {', '.join(MODALITIES)}")
-    if bands is None:
-        return tuple(DEFAULT_BANDS[modality])
-    resolved = resolve_bands(bands)
-    s2, s1 = split_by_modality(resolved)
-    if modality == "s2" and s1:
-        raise BandError(f"modality 's2' takes S2 bands only, got {', '.join(s1)}; use modality 's1s2'")
-    if modality == "s1" and s2:
-        raise BandError(f"modality 's1' takes S1 bands only, got {', '.join(s2)}; use modality 's1s2'")
-    if modality in ("s2", "s1s2") and not s2:
-        raise BandError(f"modality {modality!r} needs at least one S2 band, got {', '.join(resolved)}")
-    if modality in ("s1", "s1s2") and not s1:
-        # s1s2 with S2-only bands: add VV/VH rather than fail (bands usually name the S2 choice)
-        if modality == "s1":
-            raise BandError(f"modality 's1' needs VV and/or VH, got {', '.join(resolved)}")
-        resolved = resolve_bands([*resolved, "s1"])
-    return resolved
-
-
-def create_model(
-    name: str,
-    modality: str = "s1s2",
-    num_classes: int = 19,
-    bands: str | Iterable[str] | None = None,
-    fusion: str = "early",
-    weights: str | None = None,
-    **options: Any,
-) -> BenModel:
-    """Build a registered model (or ``timm:<name>``) for the chosen modality and bands.
-
-    ``options`` are model-specific (``drop_rate``, ``drop_path_rate``, ``width`` for K-Branch, ...).
-    ``weights`` is a local file: a benmm checkpoint (.ckpt / .safetensors) or a timm state dict.
-    """
-    _ensure_loaded()
-    if fusion not in FUSIONS:
-        raise ModelError(f"unknown fusion {fusion!r}; valid fusions: {', '.join(FUSIONS)}")
-    if num_classes < 1:
-        raise ModelError(f"num_classes must be positive, got {num_classes}")
-    spec = ModelSpec(name=name, modality=modality, num_classes=int(num_classes),
-                     bands=resolve_model_bands(modality, bands), fusion=fusion, options=dict(options))
-    model = build(spec)
-    if weights is not None:
-        from benmm.models.weights import load_weights
-
-        load_weights(model, weights)
-    return model
+    """The bands a model of ``modality`` takes: the datasets' rule, :func:`benmm.bands.choose_bands`."""
+    return choose_bands(modality, bands)
 
 
 def build(spec: ModelSpec) -> BenModel:
     """Build a model from its spec (random init)."""
-    _ensure_loaded()
-    if spec.name.startswith(TIMM_PREFIX):
-        from benmm.models.fusion import build_timm_any
-
-        return build_timm_any(spec)
+    for prefix, family in _PREFIXES.items():
+        if spec.name.startswith(prefix):
+            return family(spec)
     factory = _REGISTRY.get(spec.name)
     if factory is None:
         close = difflib.get_close_matches(spec.name, list(_REGISTRY), n=1, cutoff=0.5)

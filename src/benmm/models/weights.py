@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benmm.atomic import atomic_path
 from benmm.models.registry import BenModel, ModelError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
@@ -124,8 +125,7 @@ def export_safetensors(model: BenModel, path: str | Path, info: dict[str, Any]) 
     from safetensors.torch import save_file
 
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"benmm": json.dumps({"model": model.spec.to_dict(), **info})})
-    tmp.replace(p)
+    with atomic_path(p) as tmp:
+        save_file(state, str(tmp), metadata={"benmm": json.dumps({"model": model.spec.to_dict(), **info})})
     return p

@@ -27,12 +27,12 @@ _EXPORTS = {
     "embed_store": "benmm.retrieval.embed",
     "write_embeddings": "benmm.retrieval.embed",
     "RetrievalIndex": "benmm.retrieval.index",
-    "build_index": "benmm.retrieval.index",
-    "index_from_embeddings": "benmm.retrieval.index",
+    "build_index": "benmm.retrieval.build",
+    "index_from_embeddings": "benmm.retrieval.build",
     "retrieval_metrics": "benmm.retrieval.evaluate",
     "evaluate_index": "benmm.retrieval.evaluate",
     "random_ranking": "benmm.retrieval.evaluate",
-    "create_app": "benmm.retrieval.service",
+    "create_app": "benmm.retrieval.service.app",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -31,8 +31,8 @@ def run(
 
     Returns ``{"index": path, "model": metrics, "random": metrics, "k": k}``.
     """
+    from benmm.retrieval.build import index_from_embeddings
     from benmm.retrieval.embed import EmbeddingSet, embed_store
-    from benmm.retrieval.index import index_from_embeddings
 
     console = console or Console()
     out = Path(out)
@@ -95,7 +95,7 @@ def demo_step(ctx: Any) -> dict[str, Any]:
 
 def serve_index(index: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Open the retrieval service on ``index`` (what ``benmm demo --serve`` calls; blocks)."""
-    from benmm.retrieval.service import serve
+    from benmm.retrieval.service.app import serve
 
     Console().print(f"benmm retrieval on [bold]http://{host}:{port}/[/]  (Ctrl+C to stop)")
     serve(index, host=host, port=port)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from benmm import __version__
+from benmm.atomic import atomic_open, atomic_path, atomic_write
 from benmm.bands import ALL_BANDS, stats_v1
 from benmm.errors import BenmmError, RetrievalError
 
@@ -117,21 +117,12 @@ def write_embeddings(
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    atomic_write(path, text)
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
+    with atomic_open(path, "wb") as fh:
         np.save(fh, arr, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------- embedders
@@ -197,7 +188,7 @@ class CheckpointEmbedder:
         import torch
 
         from benmm.data.transforms import BatchTransform
-        from benmm.task import load_checkpoint
+        from benmm.train.task import load_checkpoint
 
         self.path = Path(checkpoint)
         try:
@@ -274,7 +265,8 @@ def embed_store(
     Returns the finished :class:`EmbeddingSet`, or ``None`` when other shards still have chunks to do.
     ``on_progress(done, total)`` is called after every batch (the CLI draws a progress bar with it).
     """
-    from benmm.data.dataset import BigEarthNetDataset, batched_loader
+    from benmm.data.dataset import BigEarthNetDataset
+    from benmm.data.loading import batched_loader
     from benmm.store import Store
 
     idx_shard, n_shards = shard
@@ -350,13 +342,12 @@ def embed_store(
             done += len(batch["name"])
             if on_progress:
                 on_progress(done, total)
-        tmp = target.with_name(f".{target.name}.tmp")
-        save_file(
-            {"embeddings": np.concatenate(vecs).astype(np.float32)},
-            str(tmp),
-            metadata={"first": names[rows[0]], "last": names[rows[-1]]},
-        )
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            save_file(
+                {"embeddings": np.concatenate(vecs).astype(np.float32)},
+                str(tmp),
+                metadata={"first": names[rows[0]], "last": names[rows[-1]]},
+            )
     if not all((parts / f"{c:06d}.safetensors").is_file() for c in range(n_chunks)):
         return None
     return _assemble(root, ds, names, info, n_chunks)

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from benmm.archive.splits import normalize_split
 from benmm.errors import RetrievalError
 
 METRICS: Final = ("precision", "recall", "map", "wmap", "acg", "ndcg")
@@ -247,8 +248,7 @@ def evaluate_index(
 
 
 def _split_name(name: str) -> str:
-    name = str(name).strip().lower()
-    return "val" if name == "validation" else name
+    return normalize_split(name, strict=False)
 
 
 def _queries(index: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

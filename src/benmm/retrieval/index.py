@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from benmm import __version__
-from benmm.errors import LabelError, RetrievalError
-from benmm.labels import label_names
-from benmm.retrieval.codes import BinaryEncoder, fit_itq
+from benmm.errors import RetrievalError
+from benmm.labels import multi_hot as label_multi_hot
+from benmm.retrieval.codes import BinaryEncoder
 
 FORMAT: Final = "benmm-index"
 VERSION: Final = 1
@@ -69,18 +69,8 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def multi_hot(labels: Iterable[Sequence[str]], names: Sequence[str]) -> np.ndarray:
-    """``uint8 [N, len(names)]`` from lists of label names (unknown names raise :class:`LabelError`)."""
-    pos = {n: i for i, n in enumerate(names)}
-    rows = list(labels)
-    out = np.zeros((len(rows), len(names)), dtype=np.uint8)
-    for i, labs in enumerate(rows):
-        for lab in labs if labs is not None else ():
-            if lab not in pos:
-                raise LabelError(
-                    f"unknown label {lab!r} for item {i}: expected one of the {len(names)}-class names"
-                )
-            out[i, pos[lab]] = 1
-    return out
+    """``uint8 [N, len(names)]`` from lists of label names (:func:`benmm.labels.multi_hot`)."""
+    return label_multi_hot(labels, names, where="retrieval items")
 
 
 def _items_frame(items: pd.DataFrame) -> pd.DataFrame:
@@ -328,116 +318,3 @@ class RetrievalIndex:
                 )
         labels = tuple(manifest.get("labels") or ())
         return cls(kind, index, items, labels, encoder, extra_items, extra_vectors, manifest)
-
-
-def _split(name: str) -> str:
-    """reBEN says ``validation``, v1 says ``val``: speak ``val``."""
-    name = str(name).strip().lower()
-    return "val" if name == "validation" else name
-
-
-def _resolve_labels(n_labels: int | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(n_labels, int):
-        return label_names(n_labels)
-    return tuple(n_labels)
-
-
-def build_index(
-    embeddings: np.ndarray,
-    items: pd.DataFrame,
-    kind: str = "binary",
-    bits: int = DEFAULT_BITS,
-    archive_split: str | Sequence[str] | None = None,
-    labels: int | Sequence[str] = 19,
-    hnsw: dict[str, int] | None = None,
-    source: dict[str, Any] | None = None,
-    seed: int = 0,
-) -> RetrievalIndex:
-    """Build an index from float embeddings ``[N, D]`` and their items (``name``, ``labels``, ``split``).
-
-    ``archive_split`` restricts the searchable archive to those splits (e.g. ``"train"``); the other
-    items are kept as look-up-only query items. ``labels`` is 19, 43 or an explicit list of label names.
-    """
-    if kind not in KINDS:
-        raise RetrievalError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}")
-    x = np.asarray(embeddings, dtype=np.float32)
-    frame = _items_frame(items)
-    if x.ndim != 2 or len(x) != len(frame):
-        raise RetrievalError(f"embeddings {x.shape} do not match {len(frame)} items (one row per item)")
-    label_set = _resolve_labels(labels)
-    is_archive = np.ones(len(frame), dtype=bool)
-    if archive_split is not None:
-        wanted = {_split(s) for s in ([archive_split] if isinstance(archive_split, str) else archive_split)}
-        is_archive = np.array([_split(s) in wanted for s in frame["split"]], dtype=bool)
-        if not is_archive.any():
-            have = sorted(set(frame["split"]))
-            raise RetrievalError(
-                f"no item belongs to the archive split(s) {sorted(wanted)}; the items' splits are {have}"
-            )
-    arch_x, arch_items = x[is_archive], frame[is_archive].reset_index(drop=True)
-    encoder = None
-    params = dict(HNSW_DEFAULTS) | dict(hnsw or {})
-    if kind == "binary":
-        encoder = fit_itq(arch_x, bits=bits, seed=seed)
-        index: Any = faiss.IndexBinaryFlat(bits)
-        index.add(encoder.encode(arch_x))
-    else:
-        vecs = _normalize(arch_x)
-        if kind == "flat":
-            index = faiss.IndexFlatIP(vecs.shape[1])
-        else:
-            index = faiss.IndexHNSWFlat(vecs.shape[1], int(params["m"]), faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = int(params["ef_construction"])
-            index.hnsw.efSearch = int(params["ef_search"])
-        index.add(vecs)
-    extra_items = extra_vectors = None
-    if (~is_archive).any():
-        extra_items = frame[~is_archive].reset_index(drop=True)
-        extra_x = x[~is_archive]
-        extra_vectors = encoder.encode(extra_x) if encoder is not None else _normalize(extra_x)
-    manifest: dict[str, Any] = {
-        "source": dict(source or {}),
-        "archive_split": archive_split
-        if archive_split is None or isinstance(archive_split, str)
-        else list(archive_split),
-        "metric": {"binary": "hamming", "flat": "cosine", "hnsw": "cosine"}[kind],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if kind == "hnsw":
-        manifest["hnsw"] = params
-    return RetrievalIndex(kind, index, arch_items, label_set, encoder, extra_items, extra_vectors, manifest)
-
-
-def index_from_embeddings(
-    embeddings: str | Path | Any,
-    kind: str = "binary",
-    bits: int = DEFAULT_BITS,
-    archive_split: str | Sequence[str] | None = None,
-    hnsw: dict[str, int] | None = None,
-    seed: int = 0,
-) -> RetrievalIndex:
-    """Build an index from an embeddings directory (``benmm embed``), recording in the manifest the store,
-    the checkpoint (or built-in embedder) and the model description that the service needs."""
-    from benmm.retrieval.embed import EmbeddingSet
-
-    emb = embeddings if isinstance(embeddings, EmbeddingSet) else EmbeddingSet.load(embeddings)
-    info = emb.info
-    source = {
-        "embeddings": str(Path(embeddings).resolve()) if isinstance(embeddings, str | Path) else None,
-        "store": info.get("store"),
-        "checkpoint": info.get("checkpoint"),
-        "embedder": info.get("embedder"),
-        "model": info.get("model"),
-        "split": info.get("split"),
-    }
-    return build_index(
-        np.asarray(emb.vectors),
-        emb.items,
-        kind=kind,
-        bits=bits,
-        archive_split=archive_split,
-        labels=int(info.get("labels") or 19),
-        hnsw=hnsw,
-        source=source,
-        seed=seed,
-    )

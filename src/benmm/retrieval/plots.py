@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benmm.retrieval.render import render
+from benmm.render import render
 
 
 def _pyplot() -> Any:

@@ -18,16 +18,10 @@ open against the metadata rows and the LMDB entries), ``skipped``, ``splits`` (p
 ``label_sets`` ([19, 43] from v1, [19] from reBEN), ``bands`` and ``band_info`` (size, dtype,
 resolution), ``source`` (kind, path, split), ``created``/``created_by`` and ``content_hash``.
 
-**Content hash** (``"sha256:<hex>"``): SHA-256 of ``b"benmm-store-content/1\\n"``, then for every key
-in bytewise order ``u32le(len(key)) + key + sha256(value)``, then ``b"metadata\\n" + sha256(rows)``
-where ``rows`` are the metadata rows sorted by ``patch_id``, each the JSON of all
-:data:`METADATA_COLUMNS` (nulls as ``null``; ``sort_keys``, ``separators=(",", ":")``,
-``ensure_ascii=False``) plus ``\\n``. It depends only on what the store holds, never on the order
-pairs were written, the number of workers or interruptions; :meth:`Store.verify` recomputes it from
-the data (``benmm verify STORE``).
+The content hash is defined in :mod:`benmm.store.layout`.
 
 **Reads and copies.** The LMDB environment is opened lazily in each process (inherited handles are
-closed in forked children, see :mod:`benmm.lmdbenv`), read-only,
+closed in forked children, see :mod:`benmm.store.lmdbenv`), read-only,
 ``lock=False``, ``readahead=False``: no lock file, safe to share between DataLoader workers (fork or
 spawn), many processes, read-only media. :meth:`Store.read` copies each value once out of the memory map
 (a ``bytes`` object) and returns read-only numpy views into it, no per-band copy; with ``bands=`` only
@@ -43,43 +37,38 @@ import os
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import lmdb
 import numpy as np
 import pandas as pd
 
 from benmm.archive.base import Pair
+from benmm.archive.splits import split_column_value
 from benmm.bands import S1_BANDS, S2_BANDS
-from benmm.blob import BlobError, check_header, decode_blob, parse_header
-from benmm.errors import SplitError, StoreError
+from benmm.errors import StoreError
 from benmm.labels import to_19
-from benmm.lmdbenv import close_env, shared_env
-
-FORMAT: Final = "benmm-store"
-FORMAT_VERSION: Final = 1
-MANIFEST: Final = "benmm-store.json"
-LMDB_DIR: Final = "lmdb"
-METADATA: Final = "metadata.parquet"
-REPORT: Final = "encode-report.json"
-ENCODE_STATE: Final = ".benmm-encode"
-REBEN_LMDB: Final = "BigEarthNet-V2-LMDB"
-#: names of the LMDB folder in a reBEN root: as published, and as rico-hdl's encoder writes it
-REBEN_LMDB_NAMES: Final = (REBEN_LMDB, "Encoded-BigEarthNet")
-REBEN_EXTRA: Final = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
-METADATA_COLUMNS: Final = ("patch_id", "labels", "split", "country", "s1_name", "s2v1_name",
-                           "contains_seasonal_snow", "contains_cloud_or_shadow", "labels43", "season")
-#: split names as the metadata column spells them (reBEN's), from every accepted spelling
-SPLIT_COLUMN_VALUE: Final = {"train": "train", "val": "validation", "validation": "validation",
-                             "test": "test"}
+from benmm.store.blob import BlobError, check_header, decode_blob, parse_header
+from benmm.store.layout import (
+    ENCODE_STATE,
+    FORMAT,
+    FORMAT_VERSION,
+    LMDB_DIR,
+    MANIFEST,
+    METADATA,
+    METADATA_COLUMNS,
+    REBEN_EXTRA,
+    REBEN_LMDB,
+    REBEN_LMDB_NAMES,
+    ContentHasher,
+    value_digest,
+)
+from benmm.store.lmdbenv import close_env, shared_env
 
 
 def column_split(split: str) -> str:
     """"val"/"validation" -> "validation" (the column's spelling); unknown names raise SplitError."""
-    try:
-        return SPLIT_COLUMN_VALUE[str(split).lower()]
-    except KeyError:
-        raise SplitError(f"unknown split {split!r}; valid splits: train, val (or validation), test") from None
+    return split_column_value(split)
 
 
 class Store:
@@ -184,8 +173,8 @@ class Store:
 
     # ---- process safety -------------------------------------------------------------------------
     def env(self) -> lmdb.Environment:
-        """This process's read-only LMDB handle of the store (opened lazily, fork-safe; see
-        :mod:`benmm.lmdbenv`). For zero-copy readers: ``with store.env().begin(buffers=True) as txn``."""
+        """This process's read-only LMDB handle of the store (opened lazily, fork-safe;
+        see :mod:`benmm.store.lmdbenv`). Zero-copy: ``with store.env().begin(buffers=True) as txn``."""
         return shared_env(self.lmdb_path)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -342,8 +331,6 @@ class Store:
 
         Returns the recomputed hash (for a reBEN folder, which has no manifest, just the hash).
         """
-        from benmm.store_writer import ContentHasher, value_digest
-
         hasher = ContentHasher()
         with self.env().begin(buffers=True) as txn:
             for key, value in txn.cursor():

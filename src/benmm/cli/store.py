@@ -43,7 +43,7 @@ def encode(
     Killed or interrupted, the same command resumes where it stopped; the finished store is identical
     (same content hash) to one written in a single run.
     """
-    from benmm.encode import encode_summary
+    from benmm.ingest.pipeline import encode_summary
     from benmm.store import REPORT
 
     s = encode_summary(src, dst, workers=workers or None, split=split or None, skip_invalid=skip_invalid,

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from benmm.errors import BenmmError
-from benmm.metrics import compute_metrics
 from benmm.models.registry import BenModel, ModelError, ModelSpec, build
 from benmm.models.weights import load_state, read_file
+from benmm.train.metrics import compute_metrics
 
 #: what val metric selects the best checkpoint and drives early stopping
 MONITOR = "val/ap_macro"

@@ -24,7 +24,7 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists and is not empty."),
 ) -> None:
     """Write a synthetic BigEarthNet-MM archive in the real on-disk format, with a learnable class signal."""
-    from benmm.synth import synthesize
+    from benmm.synth.archive import synthesize
 
     with Progress(TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as bar:

@@ -17,11 +17,12 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from benmm.atomic import atomic_path
 from benmm.errors import BenmmError
 from benmm.models import create_model
 from benmm.models.weights import export_safetensors
-from benmm.recipes import load_recipe
-from benmm.task import MONITOR, ClassificationTask
+from benmm.train.recipes import load_recipe
+from benmm.train.task import MONITOR, ClassificationTask
 
 MODEL_OPTION_KEYS = ("name", "modality", "fusion", "bands")
 
@@ -185,7 +186,7 @@ def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: 
     last = Path(ckpt.last_model_path) if ckpt.last_model_path else None
     exported = None
     if export and trainer.is_global_zero and best is not None:
-        from benmm.task import load_checkpoint
+        from benmm.train.task import load_checkpoint
 
         best_model, info = load_checkpoint(best)
         exported = export_safetensors(best_model, out / "model.safetensors",
@@ -221,6 +222,5 @@ def _merge_logs(log: Path, old_text: str) -> None:
     new = pd.read_csv(log) if log.is_file() else old.iloc[0:0]
     first = new["epoch"].min() if len(new) else float("inf")
     merged = pd.concat([old[old["epoch"] < first], new], ignore_index=True)
-    tmp = log.with_name(log.name + ".tmp")
-    merged.to_csv(tmp, index=False)
-    tmp.replace(log)
+    with atomic_path(log) as tmp:
+        merged.to_csv(tmp, index=False)

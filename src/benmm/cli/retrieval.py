@@ -118,7 +118,7 @@ def index(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Build a FAISS index (with names, labels and a manifest) from EMBEDDINGS into OUT."""
-    from benmm.retrieval.index import index_from_embeddings
+    from benmm.retrieval.build import index_from_embeddings
 
     t0 = time.perf_counter()
     split = None if archive_split in (None, "all") else archive_split
@@ -175,8 +175,8 @@ def search(
         qlabels = ix.labels_of(name)
         title = f"{name}  [{', '.join(qlabels)}]"
     else:
-        from benmm.retrieval.service import _open_embedder
-        from benmm.retrieval.upload import check_bands, read_patch_file
+        from benmm.retrieval.service.app import _open_embedder
+        from benmm.retrieval.service.upload import check_bands, read_patch_file
 
         embedder, note = _open_embedder(ix.source.get("checkpoint"), ix.source)
         if embedder is None:
@@ -283,7 +283,7 @@ def serve(
     ),
 ) -> None:
     """Serve INDEX: the web page at http://HOST:PORT/ and the JSON API under /api."""
-    from benmm.retrieval.service import serve as run
+    from benmm.retrieval.service.app import serve as run
 
     console.print(f"benmm retrieval on [bold]http://{host}:{port}/[/]  (Ctrl+C to stop)")
     run(

@@ -4,14 +4,14 @@
 reader cannot tell from the real archive by format:
 
 * ``v1``: ``BigEarthNet-v1.0/<S2 name>/`` and ``BigEarthNet-S1-v1.0/<S1 name>/``, one uncompressed
-  GeoTIFF per band (byte layout of the real files, see :mod:`benmm.synth_tiff`) and the
-  ``<name>_labels_metadata.json`` files with the real keys (see :mod:`benmm.synth_meta`);
+  GeoTIFF per band (byte layout of the real files, see :mod:`benmm.synth.geotiff`) and the
+  ``<name>_labels_metadata.json`` files with the real keys (see :mod:`benmm.synth.metadata`);
 * ``reben``: ``BigEarthNet-V2-LMDB/`` (key = patch name, value = safetensors ``{band: array}``),
   ``metadata.parquet`` and ``metadata_for_patches_with_snow_cloud_or_shadow.parquet`` with the
   published sample's columns, dtypes and index.
 
 Pair identities (names, country, season, split, snow/cloud flags) are real pairs drawn from the official
-lists (:mod:`benmm.synth_labels`); labels and pixels are invented. Each patch is a warped Voronoi map
+lists (:mod:`benmm.synth.labels`); labels and pixels are invented. Each patch is a warped Voronoi map
 of its labels' *materials*: S2 = material reflectance x region gain x texture (field stripes, urban
 grain) + sensor noise, computed on the 10 m grid and block-averaged to 20 m / 60 m; S1 = material
 backscatter + texture + gamma speckle (5 looks) in dB. Snow and cloud patches get a snow / cloud layer.
@@ -41,9 +41,9 @@ import numpy as np
 from benmm.bands import BAND_RESOLUTION, BAND_SIZE, S1_BANDS, S2_BANDS
 from benmm.errors import BenmmError
 from benmm.labels import LABELS_43
-from benmm.synth_labels import MATERIAL_OF, MATERIALS, choose_pairs, sample_labels
-from benmm.synth_meta import METADATA, METADATA_FLAGGED, geo, s1_json, s2_json, v2_name, write_metadata
-from benmm.synth_tiff import geotiff_bytes
+from benmm.synth.geotiff import geotiff_bytes
+from benmm.synth.labels import MATERIAL_OF, MATERIALS, choose_pairs, sample_labels
+from benmm.synth.metadata import METADATA, METADATA_FLAGGED, geo, s1_json, s2_json, v2_name, write_metadata
 
 __all__ = ["LAYOUTS", "LMDB_DIR", "METADATA", "METADATA_FLAGGED", "S1_ROOT", "S2_ROOT", "PairSpec",
            "SynthError", "SynthPair", "SynthSummary", "pair_specs", "render", "synthesize"]
@@ -60,7 +60,7 @@ _GRID: Final = np.mgrid[0:_N, 0:_N].astype(np.float32)
 _RES_GROUPS: Final = tuple((size, np.array([i for i, b in enumerate(S2_BANDS) if BAND_SIZE[b] == size]))
                            for size in (120, 60, 20))
 #: S2 reflectance (DN, canonical band order) of fresh snow (dark in the SWIR) and of thick cloud; B09
-#: follows B8A as in the real L2A patches (see benmm.synth_labels.MATERIALS)
+#: follows B8A as in the real L2A patches (see benmm.synth.labels.MATERIALS)
 _SNOW: Final = np.array([7800, 8000, 8100, 8000, 7900, 7700, 7500, 7300, 7200, 7100, 600, 400], np.float32)
 _CLOUD: Final = np.array([6500, 6800, 6900, 7000, 7000, 7100, 7100, 7200, 7200, 7100, 5000, 3800], np.float32)
 

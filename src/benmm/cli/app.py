@@ -1,6 +1,6 @@
 """The ``benmm`` command line: a thin Typer app.
 
-Each area registers its commands from ``benmm/commands/<area>.py`` (kept small and separate so the
+Each area registers its commands from ``benmm/cli/<area>.py`` (kept small and separate so the
 CLI stays thin); this module only builds the app and turns :class:`BenmmError` into a clean message
 and exit code 2, never a traceback.
 """
@@ -21,12 +21,12 @@ err_console = Console(stderr=True)
 
 #: command modules, each exposing ``register(app)``; imported lazily so `benmm --help` stays fast
 COMMAND_MODULES = (
-    "benmm.commands.archive",
-    "benmm.commands.data",
-    "benmm.commands.retrieval",
-    "benmm.commands.store",
-    "benmm.commands.synth",
-    "benmm.commands.train",
+    "benmm.cli.archive",
+    "benmm.cli.data",
+    "benmm.cli.retrieval",
+    "benmm.cli.store",
+    "benmm.cli.synth",
+    "benmm.cli.train",
 )
 
 

@@ -1,8 +1,8 @@
-"""Archive -> store: parallel, validated, resumable, atomic (store layout: :mod:`benmm.store`).
+"""Archive -> store: parallel, validated, resumable, atomic (store layout: :mod:`benmm.store.reader`).
 
 Worker processes read and validate a chunk of pairs, build the safetensors blobs and their SHA-256,
 and commit the chunk to LMDB themselves in one transaction together with its bookkeeping
-(:class:`benmm.store_writer.StoreWriter`; LMDB serialises writers across processes). Only counts and
+(:class:`benmm.store.writer.StoreWriter`; LMDB serialises writers across processes). Only counts and
 the reasons of invalid pairs travel back to the main process: shipping the ~280 KB of blobs per pair
 through pipes (pickle, pipe, unpickle) cost more CPU than reading the pair did. The main process
 plans the work, shows progress and seals the store. Killed at any moment and run again with the same
@@ -10,10 +10,11 @@ arguments, it skips the committed pairs and ends with the same content hash as a
 Sources: a v1 folder tree (via :mod:`benmm.archive.v1`), a reBEN folder or another benmm store
 (values copied byte for byte after validation).
 
-Test hook: ``BENMM_ENCODE_DIE_AT=commit:K`` SIGKILLs the encoder right after its K-th commit;
-``metadata``, ``final``, ``dropped`` or ``manifest`` SIGKILL it between the sealing steps;
-``worker:K`` SIGKILLs each worker process right after its K-th commit; ``in-txn:K`` SIGKILLs every
-writing process inside its K-th transaction, its pairs written but not committed.
+Fault injection (for the kill-and-resume tests, never set by the command line): ``on_event(point)``
+is called at named points of the run: ``commit:K`` in the main process after the K-th committed
+chunk; ``metadata``, ``final``, ``dropped``, ``manifest`` between the sealing steps; ``worker:K`` in
+each worker process after its K-th commit; ``in-txn:K`` in every writing process inside its K-th
+transaction, its pairs written but not committed. A test's callback kills the process at one of them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -33,20 +32,19 @@ from pathlib import Path
 from typing import Any, Final
 
 from benmm import __version__
+from benmm.atomic import fsync_dir
 from benmm.bands import BAND_DTYPE, BAND_RESOLUTION, BAND_SIZE, S1_BANDS, S2_BANDS
-from benmm.blob import BlobError, check_header, parse_header
-from benmm.encode_sources import Source, open_source
-from benmm.errors import BenmmError, EncodeError
-from benmm.store import ENCODE_STATE, FORMAT, FORMAT_VERSION, MANIFEST, REPORT, Store
-from benmm.store_writer import FINAL, Record, StoreWriter, atomic_write, fsync_dir
+from benmm.errors import EncodeError
+from benmm.ingest.sources import Source, open_source
+from benmm.ingest.worker import Job, Task, close_worker_writer, init_here, init_worker, work
+from benmm.store.layout import ENCODE_STATE, FORMAT, FORMAT_VERSION, MANIFEST, REPORT
+from benmm.store.reader import Store
+from benmm.store.writer import FINAL, StoreWriter, atomic_write
 
 PARAMS: Final = "params.json"
 LOCK: Final = "lock"
 COMMIT_PAIRS: Final = 32  # pairs per worker task = per LMDB transaction (~9 MB)
 BYTES_PER_PAIR: Final = 290_000  # S2 160,832 + S1 115,344 bytes + B-tree pages, for the first map size
-
-Task = tuple[str, Any]  # (pair name, source-specific locator)
-
 
 @dataclass
 class EncodeSummary:
@@ -75,110 +73,7 @@ class EncodeSummary:
                 "content_hash": self.store.content_hash}
 
 
-# ---- worker side -------------------------------------------------------------------------------
-@dataclass
-class _Job:
-    """What a worker needs (inherited on fork, pickled on spawn)."""
-
-    source: Source
-    dst: Path
-    map_size: int
-    skip_invalid: bool
-    die_at: str | None = None  # the BENMM_ENCODE_DIE_AT test hook
-    main_pid: int = 0
-
-
-_JOB: _Job | None = None
-_WRITER: StoreWriter | None = None
-_COMMITS = 0
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when the encoder dies, so a killed encode leaves no orphans."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # pragma: no cover - best effort
-            pass
-
-
-def _init_worker(job: _Job) -> None:
-    global _JOB, _WRITER, _COMMITS
-    _COMMITS = 0
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
-    _JOB = job
-    # open now, at pool start: every worker maps LMDB before any of them could grow the map. An
-    # error here must not escape (a Pool respawns workers whose initializer fails, forever): the
-    # first task opens the writer again and reports it.
-    try:
-        _WRITER = StoreWriter(job.dst, job.map_size)
-    except Exception:
-        _WRITER = None
-
-
-def _work(tasks: Sequence[Task]) -> tuple[int, int, list[tuple[str, str]], int]:
-    """Read, validate, serialise and commit a chunk of pairs in one transaction.
-
-    Returns (pairs written, value bytes written, [(name, reason)] invalid pairs, pairs filtered out by
-    the split). Invalid pairs are recorded as skipped only with ``skip_invalid``.
-    """
-    global _WRITER
-    assert _JOB is not None
-    if _WRITER is None:
-        _WRITER = StoreWriter(_JOB.dst, _JOB.map_size)
-    records, bad, filtered = [], [], 0
-    _JOB.source.begin_chunk()
-    for name, where in tasks:
-        try:
-            rec = _JOB.source.record(name, where)
-        except (BenmmError, BlobError, OSError) as exc:
-            bad.append((name, str(exc)))
-            continue
-        if rec is None:
-            filtered += 1
-        else:
-            _check_record(rec)
-            records.append(rec)
-    _WRITER.commit(records, bad if _JOB.skip_invalid else ())
-    global _COMMITS
-    _COMMITS += 1
-    if _JOB.die_at == f"worker:{_COMMITS}" and os.getpid() != _JOB.main_pid:
-        os.kill(os.getpid(), signal.SIGKILL)  # test hook: a worker dies right after a commit
-    return len(records), sum(len(r.s2_value) + len(r.s1_value) for r in records), bad, filtered
-
-
-def _close_worker_writer() -> None:
-    global _WRITER
-    if _WRITER is not None:
-        _WRITER.close()
-        _WRITER = None
-
-
-def _check_record(rec: Record) -> None:
-    """Last check of what is committed: both values parse and hold the right bands, sizes, dtypes."""
-    for key, value, modality in ((rec.name, rec.s2_value, "s2"), (rec.s1_key, rec.s1_value, "s1")):
-        try:
-            check_header(parse_header(value)[0], modality)
-        except BlobError as exc:  # a bug in a source, not a user error: never write such a value
-            raise RuntimeError(f"{key}: refusing to write an invalid value: {exc}") from None
-
-
 # ---- main side ---------------------------------------------------------------------------------
-def _die_hook() -> Callable[[str], None] | None:
-    spec = os.environ.get("BENMM_ENCODE_DIE_AT")
-    if not spec:
-        return None
-
-    def die(point: str) -> None:
-        if point == spec:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return die
-
-
 def _params(source: Source, splits: tuple[str, ...] | None) -> dict[str, Any]:
     return {"kind": source.kind, "path": str(source.root.resolve()),
             "split": list(splits) if splits else None}
@@ -240,16 +135,16 @@ def _progress(enabled: bool, total: int, completed: int) -> Any:
     return bar
 
 
-def _run(todo: list[Task], job: _Job, workers: int, chunk: int) -> Iterator[Any]:
+def _run(todo: list[Task], job: Job, workers: int, chunk: int) -> Iterator[Any]:
     """Each chunk's result as it completes (in order); a bounded window of chunks is in flight."""
     size = max(1, min(chunk, math.ceil(len(todo) / (workers * 4))))
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     if workers <= 1 or len(chunks) <= 1:
-        _init_here(job)
+        init_here(job)
         try:
-            yield from map(_work, chunks)
+            yield from map(work, chunks)
         finally:
-            _close_worker_writer()
+            close_worker_writer()
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -258,12 +153,12 @@ def _run(todo: list[Task], job: _Job, workers: int, chunk: int) -> Iterator[Any]
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     # an executor, not a multiprocessing.Pool: a worker that dies (OOM killer, crash) breaks it loudly
     # instead of leaving its task pending forever
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(job,))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(job,))
     try:
         pending: deque[Any] = deque()
         it = iter(chunks)
         for c in it:
-            pending.append(pool.submit(_work, c))
+            pending.append(pool.submit(work, c))
             if len(pending) >= 3 * workers:
                 break
         while pending:
@@ -275,15 +170,10 @@ def _run(todo: list[Task], job: _Job, workers: int, chunk: int) -> Iterator[Any]
                                   ) from None
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(_work, nxt))
+                pending.append(pool.submit(work, nxt))
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _init_here(job: _Job) -> None:
-    global _JOB
-    _JOB = job
 
 
 def default_workers() -> int:
@@ -295,7 +185,8 @@ def default_workers() -> int:
 
 def encode_summary(src: str | os.PathLike[str], dst: str | os.PathLike[str], workers: int | None = None,
                    split: str | Sequence[str] | None = None, skip_invalid: bool = False,
-                   progress: bool = True, commit_pairs: int = COMMIT_PAIRS) -> EncodeSummary:
+                   progress: bool = True, commit_pairs: int = COMMIT_PAIRS,
+                   on_event: Callable[[str], None] | None = None) -> EncodeSummary:
     """:func:`encode`, returning an :class:`EncodeSummary` (the CLI prints it).
 
     ``commit_pairs``: pairs per task and LMDB transaction.
@@ -324,7 +215,8 @@ def encode_summary(src: str | os.PathLike[str], dst: str | os.PathLike[str], wor
         raise EncodeError(f"{source.root} holds no pairs{which}; nothing to encode")
     _prepare(dst, params)
     with _exclusive(dst):
-        return _encode(source, tasks, params, dst, workers, skip_invalid, progress, commit_pairs, start)
+        return _encode(source, tasks, params, dst, workers, skip_invalid, progress, commit_pairs, start,
+                       on_event)
 
 
 @contextlib.contextmanager
@@ -350,12 +242,12 @@ def _exclusive(dst: Path) -> Iterator[None]:
 
 
 def _encode(source: Source, tasks: list[Task], params: dict[str, Any], dst: Path, workers: int,
-            skip_invalid: bool, progress: bool, commit_pairs: int, start: float) -> EncodeSummary:
-    die = _die_hook()
+            skip_invalid: bool, progress: bool, commit_pairs: int, start: float,
+            on_event: Callable[[str], None] | None) -> EncodeSummary:
     map_size = source.size_hint(len(tasks), BYTES_PER_PAIR)
     written = resumed = nbytes = 0
     bar = None
-    writer: StoreWriter | None = StoreWriter(dst, map_size)
+    writer: StoreWriter | None = StoreWriter(dst, map_size, on_event)
     try:
         assert writer is not None
         if (dst / ENCODE_STATE / FINAL).is_file():  # killed while sealing: the report is already written
@@ -369,8 +261,7 @@ def _encode(source: Source, tasks: list[Task], params: dict[str, Any], dst: Path
             resumed = len(tasks) - len(todo)
             bar = _progress(progress, len(tasks), resumed)
             source.prepare()
-            job = _Job(source, dst, map_size, skip_invalid, os.environ.get("BENMM_ENCODE_DIE_AT"),
-                       os.getpid())
+            job = Job(source, dst, map_size, skip_invalid, on_event, os.getpid())
             for commits, (n, size, invalid, filtered) in enumerate(_run(todo, job, workers, commit_pairs), 1):
                 written += n
                 nbytes += size
@@ -378,18 +269,18 @@ def _encode(source: Source, tasks: list[Task], params: dict[str, Any], dst: Path
                     name, reason = invalid[0]
                     raise EncodeError(f"invalid pair {name}: {reason}. Fix or remove it, or rerun with "
                                       "--skip-invalid to skip invalid pairs (each is listed)")
-                if die:
-                    die(f"commit:{commits}")
+                if on_event:
+                    on_event(f"commit:{commits}")
                 if bar is not None:
                     rate = written / max(time.perf_counter() - start, 1e-9)
                     bar.update(bar.task_ids[0], advance=n + len(invalid) + filtered,
                                rate=f"{rate:,.0f} pairs/s")
-            writer = StoreWriter(dst, map_size)
+            writer = StoreWriter(dst, map_size, on_event)
             skipped = writer.skipped()  # every run's, minus pairs that were valid this time
             report = {"source": params, "skipped": skipped, "seconds": round(time.perf_counter() - start, 3),
                       "written": written, "resumed": resumed, "workers": workers}
             atomic_write(dst / REPORT, (json.dumps(report, indent=2) + "\n").encode())
-        writer.finish(_manifest_base(params), die)
+        writer.finish(_manifest_base(params))
         writer = None
     finally:
         if bar is not None:

@@ -59,7 +59,7 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of weights init, data order and augmentation."),
 ) -> None:
     """Train a classifier on STORE with a recipe; CLI options override the recipe's settings."""
-    from benmm.training import TrainInterrupted, quiet_lightning, train
+    from benmm.train.fit import TrainInterrupted, quiet_lightning, train
 
     sets = list(overrides)
     for key, value in (("model.name", model), ("model.modality", modality), ("model.fusion", fusion),
@@ -103,8 +103,8 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate CHECKPOINT on a split of STORE: table, metrics.json, per-class CSV and PNG plots."""
-    from benmm.evaluation import evaluate
-    from benmm.training import quiet_lightning
+    from benmm.train.evaluate import evaluate
+    from benmm.train.fit import quiet_lightning
 
     quiet_lightning()
     out = out or Path(checkpoint).resolve().parent / f"eval-{split}"
@@ -141,7 +141,7 @@ def predict_cmd(
     top: int = typer.Option(3, "--top", min=1, help="Labels shown per pair in the table."),
 ) -> None:
     """Label every pair under PATH with CHECKPOINT: per-class probabilities and predicted labels."""
-    from benmm.evaluation import predict
+    from benmm.train.evaluate import predict
 
     preds = predict(checkpoint, path, batch_size=batch_size, threshold=threshold)
     table = Table(title=f"{len(preds):,} pairs", title_justify="left")
@@ -172,7 +172,7 @@ def predict_cmd(
 def models_cmd() -> None:
     """List the registered models and the training recipes."""
     from benmm.models import describe_models
-    from benmm.recipes import list_recipes, load_recipe
+    from benmm.train.recipes import list_recipes, load_recipe
 
     table = Table(title="models (any timm model also works as timm:<name>)", title_justify="left")
     table.add_column("name")

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from benmm.atomic import atomic_write
+
 console = Console()
 
 
@@ -49,9 +51,7 @@ def stats(
     elapsed = time.perf_counter() - start
     payload = result.to_json() | {"pairs": len(ds), "split": split, "bands": list(ds.bands)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, json.dumps(payload, indent=1) + "\n")
     table = Table("band", "mean", "std", title=f"{label}: {len(ds)} pairs")
     for band in ds.bands:
         table.add_row(band, f"{result.mean[band]:.4f}", f"{result.std[band]:.4f}")

@@ -2,7 +2,7 @@
 
 py-lmdb refuses a second handle on an environment's files in one process ("already open in this
 process"; it keys open environments by the files' device and inode), and a handle inherited through
-``fork`` must not be used. Every benmm reader of an LMDB folder (:class:`benmm.store.Store`,
+``fork`` must not be used. Every benmm reader of an LMDB folder (:class:`benmm.store.reader.Store`,
 :class:`benmm.archive.v2.V2Archive`, the datasets through the store) goes through :func:`shared_env`:
 opened lazily, read-only, ``lock=False`` (no lock file: read-only media and many processes are fine),
 ``readahead=False`` (random access); a store deleted and written again at the same path gets a fresh

@@ -1,4 +1,4 @@
-"""Writing a store (layout and content hash: see :mod:`benmm.store`). Used by :mod:`benmm.encode`.
+"""Writing a store (layout and content hash: :mod:`benmm.store.layout`), for :mod:`benmm.ingest`.
 
 Resumable and atomic: while writing, every LMDB transaction holds a batch of pairs *and* their
 bookkeeping (the SHA-256 of each value, the pair's metadata row, pairs skipped as invalid) in three
@@ -21,24 +21,23 @@ before the manifest is written; the sealed ``data.mdb`` is cut to its used pages
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
-import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 import lmdb
 
+from benmm.atomic import TMP_MARK, fsync_dir
+from benmm.atomic import atomic_write as _atomic_write
 from benmm.errors import EncodeError
-from benmm.lmdbenv import close_env
-from benmm.store import ENCODE_STATE, LMDB_DIR, MANIFEST, METADATA, METADATA_COLUMNS
+from benmm.store.layout import ENCODE_STATE, LMDB_DIR, MANIFEST, METADATA, METADATA_COLUMNS, ContentHasher
+from benmm.store.lmdbenv import close_env
 
 FINAL: Final = "final.json"
 _DBS: Final = {"digests": b"__benmm_digests__", "meta": b"__benmm_meta__", "skipped": b"__benmm_skipped__"}
-_HASH_PREFIX: Final = b"benmm-store-content/1\n"
 _HEADROOM: Final = (8 << 20, 256 << 20)  # bounds of the reserve ahead of the data (1/8 of the map)
 
 
@@ -54,58 +53,11 @@ class Record(NamedTuple):
     row: bytes  # the metadata row as canonical JSON
 
 
-def value_digest(value: bytes | memoryview) -> bytes:
-    return hashlib.sha256(value).digest()
-
-
-def canonical_row(row: dict[str, Any]) -> bytes:
-    return json.dumps({c: row.get(c) for c in METADATA_COLUMNS}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class ContentHasher:
-    """The store content hash (definition in :mod:`benmm.store`); feed keys in bytewise order."""
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256(_HASH_PREFIX)
-        self._last = b""
-
-    def add(self, key: str, digest: bytes) -> None:
-        raw = key.encode()
-        if raw <= self._last and self._last:
-            raise ValueError(f"content hash keys must come in increasing order ({key!r})")
-        self._last = raw
-        self._h.update(len(raw).to_bytes(4, "little") + raw + digest)
-
-    def hexdigest(self, rows: Iterable[dict[str, Any]]) -> str:
-        meta = hashlib.sha256()
-        for row in sorted(rows, key=lambda r: r["patch_id"]):
-            meta.update(canonical_row(row) + b"\n")
-        h = self._h.copy()
-        h.update(b"metadata\n" + meta.digest())
-        return "sha256:" + h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """:func:`benmm.atomic.atomic_write`, failing as an EncodeError that says nothing was lost."""
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        _atomic_write(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise EncodeError(f"{path}: cannot write ({exc.strerror or exc}); nothing already written was "
                           "lost: free space or fix permissions and run the same command again") from None
 
@@ -129,15 +81,14 @@ def write_metadata(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 class StoreWriter:
     """Appends validated pairs to the store at ``root`` (created or resumed)."""
 
-    def __init__(self, root: Path, map_size: int) -> None:
+    def __init__(self, root: Path, map_size: int, on_event: Callable[[str], None] | None = None) -> None:
         self.root = root
+        self.on_event = on_event  # fault injection for tests: see benmm.ingest.pipeline
         self.state = root / ENCODE_STATE
         try:
             (root / LMDB_DIR).mkdir(parents=True, exist_ok=True)
             close_env(root / LMDB_DIR)  # a read handle of ours on these files would clash
             self._commits = 0
-            hook = os.environ.get("BENMM_ENCODE_DIE_AT", "")
-            self.die_in_txn = int(hook[7:]) if hook.startswith("in-txn:") else 0
             self.data_file = root / LMDB_DIR / "data.mdb"
             self.headroom = min(max(map_size // 8, _HEADROOM[0]), _HEADROOM[1])
             if self.data_file.exists():  # resuming: keep the map at least as large as the file
@@ -218,14 +169,15 @@ class StoreWriter:
             for name, reason in skipped:
                 txn.put(name.encode(), reason.encode(), db=skip)
             self._commits += 1
-            if self.die_in_txn == self._commits:  # test hook: killed with the transaction half done
-                os.kill(os.getpid(), signal.SIGKILL)
+            if self.on_event is not None:  # a test may kill the process with the transaction half done
+                self.on_event(f"in-txn:{self._commits}")
 
-    def finish(self, manifest: dict[str, Any], die: Any = None) -> dict[str, Any]:
+    def finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Seal the store: metadata, manifest (content hash, counts), drop bookkeeping. Idempotent.
 
-        ``die(point)`` is the test hook that simulates a kill between the steps.
+        ``on_event(point)`` is called between the steps (a test kills the process there).
         """
+        die = self.on_event
         final = self.state / FINAL
         if final.is_file():  # an earlier run got this far: its manifest is the one to install
             manifest = json.loads(final.read_text(encoding="utf-8"))
@@ -270,7 +222,7 @@ class StoreWriter:
         if die:
             die("manifest")
         shutil.rmtree(self.state)
-        for tmp in self.root.glob(".*.tmp-*"):  # left by a run killed inside atomic_write
+        for tmp in self.root.glob(f".*{TMP_MARK}*"):  # left by a run killed inside atomic_write
             tmp.unlink(missing_ok=True)
         fsync_dir(self.root)
         return manifest

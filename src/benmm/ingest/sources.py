@@ -1,7 +1,7 @@
-"""What :mod:`benmm.encode` reads from: a v1 folder tree, or a reBEN folder / benmm store.
+"""What :mod:`benmm.ingest.pipeline` reads from: a v1 folder tree, or a reBEN folder / benmm store.
 
 A source lists its pairs as tasks ``(name, locator)`` in the main process and turns one task into a
-validated :class:`~benmm.store_writer.Record` in a worker (``record``), or None when the pair is not in
+validated :class:`~benmm.store.writer.Record` in a worker (``record``), or None when the pair is not in
 the requested splits. Problems raise :class:`~benmm.errors.BenmmError` subclasses naming the file.
 """
 
@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
-from benmm.blob import BlobError, blob_layout, check_header, parse_header
 from benmm.errors import ArchiveError, EncodeError, LabelError
 from benmm.labels import LABELS_19, LABELS_43, to_19
-from benmm.store import ENCODE_STATE, MANIFEST, REBEN_LMDB_NAMES, Store, _plain, column_split
-from benmm.store_writer import Record, canonical_row, value_digest
+from benmm.store.blob import BlobError, blob_layout, check_header, parse_header
+from benmm.store.layout import ENCODE_STATE, MANIFEST, REBEN_LMDB_NAMES, canonical_row, value_digest
+from benmm.store.reader import Store, _plain, column_split
+from benmm.store.writer import Record
 
 _L19 = frozenset(LABELS_19)
 _L43 = frozenset(LABELS_43)

@@ -5,7 +5,7 @@ Endpoints (JSON unless said otherwise; every user error is a 4xx with ``{"detail
 * ``GET  /api/health`` — index kind, size, label set, whether thumbnails and uploads are available
 * ``GET  /api/search?name=PATCH&k=20`` — results for a patch of the index (archive or query items)
 * ``POST /api/search?k=20`` — results for an uploaded patch (multipart field ``file``; ``.npz``,
-  ``.safetensors`` or a zipped v1 patch folder, see :mod:`benmm.retrieval.upload`), embedded with the
+  ``.safetensors`` or a zipped v1 patch folder, see :mod:`benmm.retrieval.service.upload`), embedded with the
   index's checkpoint
 * ``GET  /api/patch/{name}.png?mode=s2|s1&size=120`` — S2 true-colour / S1 false-colour thumbnail
 * ``GET  /api/names?q=TEXT&limit=20`` — names containing TEXT (the page's patch picker);
@@ -30,9 +30,9 @@ import numpy as np
 
 from benmm import __version__
 from benmm.errors import BenmmError, RetrievalError
+from benmm.render import MODES, png_bytes, render
 from benmm.retrieval.index import RetrievalIndex
-from benmm.retrieval.render import MODES, png_bytes, render
-from benmm.retrieval.upload import MAX_UPLOAD_BYTES, UploadError, check_bands, read_patch_bytes
+from benmm.retrieval.service.upload import MAX_UPLOAD_BYTES, UploadError, check_bands, read_patch_bytes
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 MAX_K: Final = 1000
@@ -41,7 +41,7 @@ THUMB_CACHE: Final = 1024
 
 
 class PatchSource(Protocol):
-    """Where thumbnails come from (a :class:`benmm.store.Store` fits)."""
+    """Where thumbnails come from (a :class:`benmm.store.reader.Store` fits)."""
 
     def read_pair(self, name: str) -> dict[str, np.ndarray]: ...
 

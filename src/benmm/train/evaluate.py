@@ -1,8 +1,8 @@
 """Library side of ``benmm evaluate`` and ``benmm predict``.
 
 ``evaluate(ckpt, store, split="test", out=DIR)`` scores a checkpoint on a split with every metric of
-:mod:`benmm.metrics` and writes ``metrics.json``, ``per_class.csv``, ``per_class.png``, ``pr_curves.png``
-and (when the checkpoint sits in a ``benmm train`` folder) ``training_curves.png``.
+:mod:`benmm.train.metrics` and writes ``metrics.json``, ``per_class.csv``, ``per_class.png``,
+``pr_curves.png`` and (when the checkpoint sits in a ``benmm train`` folder) ``training_curves.png``.
 ``predict(ckpt, path)`` gives per-class probabilities for a store, an archive or one v1 patch folder.
 """
 
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from benmm.errors import ArchiveError, BenmmError
-from benmm.metrics import compute_metrics, per_class_metrics
-from benmm.task import ClassificationTask, load_checkpoint
+from benmm.train.metrics import compute_metrics, per_class_metrics
+from benmm.train.task import ClassificationTask, load_checkpoint
 
 
 @dataclass
@@ -64,7 +64,7 @@ def evaluate(checkpoint: str | Path, store: Any, split: str = "test", out: str |
              batch_size: int = 64, workers: int = 2, threshold: float | None = None, progress: bool = True,
              plots: bool = True) -> EvalResult:
     """Evaluate ``checkpoint`` on ``split`` of ``store`` (see the module docstring)."""
-    from benmm.data.dataset import normalize_split
+    from benmm.archive.splits import normalize_split
 
     start = time.perf_counter()
     split_name = normalize_split(split) or "test"

@@ -1,0 +1,3 @@
+from benmm.cli.app import main
+
+main()
