@@ -20,9 +20,12 @@ def test_demo_help() -> None:
 def test_cache_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from benmm.demo import cache_root
 
-    monkeypatch.setenv("BENMM_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("BENMM_CACHE_DIR", str(tmp_path / "c"))  # the one cache variable
     assert cache_root() == tmp_path / "c"
-    monkeypatch.delenv("BENMM_CACHE")
+    monkeypatch.setenv("BENMM_CACHE_DIR", "off")  # caching off: the demo keeps its data in the report
+    assert cache_root(tmp_path / "report") == tmp_path / "report" / "cache"
+    monkeypatch.delenv("BENMM_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert cache_root() == Path.home() / ".cache" / "benmm"
 
 
@@ -66,7 +69,7 @@ def test_viz_plots(tmp_path: Path) -> None:
 def test_demo_runs_end_to_end_and_reuses_its_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from benmm.demo import run_demo, summary_table
 
-    monkeypatch.setenv("BENMM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BENMM_CACHE_DIR", str(tmp_path / "cache"))
     console = Console(record=True, width=140)
     ctx = run_demo(out=tmp_path / "report", pairs=800, epochs=3, console=console, progress=False)
     assert set(ctx.runs) == {"S1", "S2", "S1+S2"}

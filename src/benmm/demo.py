@@ -1,7 +1,8 @@
 """``benmm demo``: the whole pipeline on a fresh machine, in minutes, with no arguments.
 
 1. build the embedded default archive: a seeded synthetic BigEarthNet-MM archive (v1 layout) in the
-   cache (``$BENMM_CACHE`` or ``~/.cache/benmm``, sub-folder ``demo``), reused when present;
+   cache (:func:`benmm.cache.cache_dir`, sub-folder ``demo``; about 1.8 GB for the default 3,000
+   pairs), reused when present; with ``BENMM_CACHE_DIR=off`` inside the report folder instead;
 2. encode it into a store (reused when present);
 3. train the demo recipe (a small K-Branch CNN) on S1, S2 and S1+S2;
 4. evaluate each on the test split, next to the label-frequency baseline;
@@ -36,10 +37,14 @@ EXAMPLE_TARBALLS: Final = ("examples/BigEarthNet-S2-Example.tar.bz2",
 CACHE_FORMAT: Final = 2
 
 
-def cache_root() -> Path:
-    """``$BENMM_CACHE`` or ``~/.cache/benmm``."""
-    env = os.environ.get("BENMM_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "benmm"
+def cache_root(report: Path | None = None) -> Path:
+    """The benmm cache (:func:`benmm.cache.cache_dir`); with caching off, ``<report>/cache``."""
+    from benmm.cache import cache_dir
+
+    folder = cache_dir()
+    if folder is None:
+        return (report or Path("benmm-demo")) / "cache"
+    return folder
 
 
 @dataclass
@@ -65,10 +70,9 @@ class DemoContext:
 
 
 def _progress(console: Console, description: str) -> tuple[Any, Callable[[int, int], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from benmm.progress import progress_bar
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=False)
+    bar = progress_bar(console)
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:
@@ -265,9 +269,9 @@ def run_demo(out: str | Path | None = None, pairs: int = DEMO_PAIRS, seed: int =
     workers = max(1, min(4, cores // 2)) if workers is None else workers
     # one loader worker + the rest for compute: oversubscribing a small CPU slows training several-fold
     torch.set_num_threads(threads or max(1, cores - workers))
-    cache = cache_root() / "demo"
     report = Path(out) if out is not None else Path.cwd() / "benmm-demo"
     report.mkdir(parents=True, exist_ok=True)
+    cache = cache_root(report) / "demo"
     ctx = DemoContext(cache=cache, report=report, archive=cache / f"archive-{pairs}-{seed}",
                       store_path=cache / f"store-{pairs}-{seed}", console=console, pairs=pairs, seed=seed)
     build_archive(ctx, workers=max(1, cores), progress=progress)

@@ -1,4 +1,5 @@
-"""Small PNG thumbnails of a patch for the service and the retrieval plots.
+"""The composites of a patch, on fixed scales: the service's thumbnails, the retrieval plots and the
+demo's pair images (:func:`benmm.viz.render_pair`) all use these.
 
 S2 true colour: B04/B03/B02 reflectance (DN / 10,000) on one *fixed* scale for every patch (0 .. 0.25
 reflectance, gamma 1/1.6), so that thumbnails of a result grid compare honestly (a per-image stretch
@@ -15,7 +16,12 @@ from typing import Final
 import numpy as np
 from PIL import Image
 
-from benmm.errors import RetrievalError
+from benmm.errors import BenmmError
+
+
+class RenderError(BenmmError, ValueError):
+    """A patch lacks the bands a composite needs, or an unknown composite was asked for."""
+
 
 S2_RGB: Final = ("B04", "B03", "B02")
 S2_MAX_REFLECTANCE: Final = 0.25
@@ -32,7 +38,7 @@ def true_colour(bands: Mapping[str, np.ndarray]) -> np.ndarray:
     """``uint8 [H, W, 3]`` from the S2 bands B04, B03, B02 (uint16 DN)."""
     missing = [b for b in S2_RGB if b not in bands]
     if missing:
-        raise RetrievalError(f"true colour needs bands {', '.join(S2_RGB)}; missing {', '.join(missing)}")
+        raise RenderError(f"true colour needs bands {', '.join(S2_RGB)}; missing {', '.join(missing)}")
     rgb = np.stack([_unit(np.asarray(bands[b]) / 10_000.0, 0.0, S2_MAX_REFLECTANCE) for b in S2_RGB], axis=-1)
     return (rgb**S2_GAMMA * 255).round().astype(np.uint8)
 
@@ -40,7 +46,7 @@ def true_colour(bands: Mapping[str, np.ndarray]) -> np.ndarray:
 def false_colour_s1(bands: Mapping[str, np.ndarray]) -> np.ndarray:
     """``uint8 [H, W, 3]`` from the S1 bands VV, VH (dB)."""
     if "VV" not in bands or "VH" not in bands:
-        raise RetrievalError("the S1 false colour needs bands VV and VH")
+        raise RenderError("the S1 false colour needs bands VV and VH")
     vv, vh = np.asarray(bands["VV"], np.float32), np.asarray(bands["VH"], np.float32)
     rgb = np.stack(
         [_unit(vv, *S1_RANGES["VV"]), _unit(vh, *S1_RANGES["VH"]), _unit(vv - vh, *S1_RANGES["ratio"])],
@@ -52,7 +58,7 @@ def false_colour_s1(bands: Mapping[str, np.ndarray]) -> np.ndarray:
 def render(bands: Mapping[str, np.ndarray], mode: str = "s2") -> np.ndarray:
     """The ``mode`` rendering; ``s2`` falls back to S1 for S1-only data (and vice versa)."""
     if mode not in MODES:
-        raise RetrievalError(f"unknown rendering {mode!r}: choose one of {', '.join(MODES)}")
+        raise RenderError(f"unknown rendering {mode!r}: choose one of {', '.join(MODES)}")
     has_s2 = all(b in bands for b in S2_RGB)
     has_s1 = "VV" in bands and "VH" in bands
     if (mode == "s2" and has_s2) or (mode == "s1" and not has_s1 and has_s2):

@@ -125,20 +125,16 @@ def summary_bars(rows: Sequence[dict[str, Any]], path: str | Path,
     return _save(fig, Path(path))
 
 
-def _stretch(x: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(x, (2, 98))
-    return np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
 def render_pair(bands: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:
-    """True-colour (B04/B03/B02) and SAR (VV, VH, VV/VH) renders of one pair, side by side."""
+    """True-colour (B04/B03/B02) and SAR (VV, VH, VV-VH) renders of one pair, side by side, on the fixed
+    scales of :mod:`benmm.render` (the service's thumbnails), so that two pairs' images compare."""
+    from benmm.render import S2_RGB, false_colour_s1, true_colour
+
     panels = []
-    if all(b in bands for b in ("B04", "B03", "B02")):
-        rgb = [_stretch(bands[b].astype(np.float32)) for b in ("B04", "B03", "B02")]
-        panels.append(("S2 RGB", np.stack(rgb, axis=-1)))
+    if all(b in bands for b in S2_RGB):
+        panels.append(("S2 RGB", true_colour(bands)))
     if "VV" in bands and "VH" in bands:
-        vv, vh = bands["VV"].astype(np.float32), bands["VH"].astype(np.float32)
-        panels.append(("S1 VV/VH/ratio", np.stack([_stretch(vv), _stretch(vh), _stretch(vv - vh)], axis=-1)))
+        panels.append(("S1 VV/VH/VV-VH", false_colour_s1(bands)))
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.4))
     axes = np.atleast_1d(axes)
     for ax, (name, img) in zip(axes, panels, strict=False):

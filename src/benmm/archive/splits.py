@@ -3,9 +3,9 @@
 The lists ship as ``.csv.bz2`` package data (see ``resources/ATTRIBUTION.md``). They load lazily and
 are cached per process. Decompressing the 4 MB pair list takes ~2 s (bz2 is slow), so the parsed
 pair table is also cached on disk as an Arrow file keyed by the hash of the shipped lists
-(``$BENMM_CACHE_DIR``, else ``$XDG_CACHE_HOME/benmm``, else ``~/.cache/benmm``; set
-``BENMM_CACHE_DIR=off`` to disable): later processes load it in ~0.1 s. The bz2 files stay the
-source of truth; a cache that is missing, stale or unreadable is rebuilt from them.
+(:func:`benmm.cache.cache_dir`; ``BENMM_CACHE_DIR=off`` disables it): later processes load it in
+~0.1 s. The bz2 files stay the source of truth; a cache that is missing, stale or unreadable is
+rebuilt from them.
 
 Split names: v1 files say ``val``, reBEN says ``validation``; benmm accepts both and speaks ``val``.
 """
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Final, overload
 import numpy as np
 
 from benmm.atomic import atomic_path
+from benmm.cache import cache_dir
 from benmm.errors import SplitError
 from benmm.resources import resource_path
 
@@ -121,15 +121,6 @@ def exclusion_lists() -> dict[str, frozenset[str]]:
 
 # ---------------------------------------------------------------------------------------------
 # the pair table (590,326 rows), parsed once and cached on disk
-
-
-def cache_dir() -> Path | None:
-    """Where benmm caches derived files, or None when caching is switched off."""
-    env = os.environ.get("BENMM_CACHE_DIR")
-    if env is not None:
-        return None if env.strip().lower() in ("", "0", "off", "none") else Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "benmm"
 
 
 def _lists_key() -> str:
@@ -257,6 +248,18 @@ class _Lookup:
             self.values[col] = arr.dictionary.to_pylist()
         self.flags = {k: table.column(k).to_numpy() for k in EXCLUSION_FILES}
 
+    def indices(self, s2_names: Sequence[str]) -> np.ndarray:
+        """Row of each S2 name in the table, -1 where the lists lack it: one ``searchsorted`` for all
+        names (the one vectorised name lookup over the pair table)."""
+        valid = np.array([isinstance(n, str) and n.isascii() for n in s2_names], dtype=bool)
+        out = np.full(len(s2_names), -1, dtype=np.int64)
+        if not valid.any():
+            return out
+        keys = np.array([n for n, ok in zip(s2_names, valid, strict=True) if ok], dtype="S")
+        idx = np.minimum(np.searchsorted(self.s2, keys), len(self.s2) - 1)
+        out[valid] = np.where(self.s2[idx] == keys, idx, -1)
+        return out
+
     def index(self, s2_name: str) -> int | None:
         key = s2_name.encode("ascii", "replace")
         i = int(np.searchsorted(self.s2, key))
@@ -291,13 +294,9 @@ def v1_info(s2_name: str) -> V1Info | None:
 def s1_partners(s2_names: Iterable[str]) -> dict[str, str]:
     """S2 -> S1 from the official pair list for the given names (names not in the list are left out)."""
     table = _lookup()
-    names = [n for n in s2_names if n.isascii()]
-    if not names:
-        return {}
-    keys = np.array(names, dtype="S")  # vectorised: one searchsorted for all names
-    idx = np.minimum(np.searchsorted(table.s2, keys), len(table.s2) - 1)
-    hit = table.s2[idx] == keys
-    return {names[i]: table.s1[idx[i]].decode() for i in np.flatnonzero(hit)}
+    names = list(s2_names)
+    idx = table.indices(names)
+    return {names[i]: table.s1[idx[i]].decode() for i in np.flatnonzero(idx >= 0)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,22 +319,14 @@ def reben_splits(metadata: pd.DataFrame, column: str = "split", name_column: str
 def seasons(s2_names: Iterable[str]) -> list[str | None]:
     """Season of each v1 S2 name from the official pair list (None where the list lacks the name).
 
-    Vectorised over the per-process cached Arrow table (one hash join in Arrow, no per-name Python):
-    ~3x cheaper than building a name -> season dict of all 590k pairs; repeated calls with the same
-    names (every ``Store.open`` of one reBEN folder) are answered from a small per-process cache.
+    Vectorised (:meth:`_Lookup.indices`); repeated calls with the same names (every ``Store.open`` of
+    one reBEN folder) are answered from a small per-process cache.
     """
     return list(_seasons(tuple(s2_names)))
 
 
 @lru_cache(maxsize=4)
 def _seasons(s2_names: tuple[str, ...]) -> tuple[str | None, ...]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    table = _pairs()
-    names = pa.array(list(s2_names), pa.string())
-    idx = pc.index_in(names, value_set=table.column("s2_name"))
-    season = table.column("season").combine_chunks()
-    if isinstance(season, pa.DictionaryArray):
-        season = season.dictionary_decode()
-    return tuple(season.take(idx).to_pylist())
+    table = _lookup()
+    idx = table.indices(s2_names)
+    return tuple(table.value("season", int(i)) if i >= 0 else None for i in idx)

@@ -211,21 +211,21 @@ class V2Archive:
             s2 = bands[0] in S2_BANDS
             folder = s2_tiff_dir(self.root, key) if s2 else s1_tiff_dir(self.root, key)
             return {band: read_band(folder / f"{key}_{band}.tif", band) for band in bands}
-        from safetensors import SafetensorError
-        from safetensors.numpy import load
+        from benmm.store.blob import BlobError, decode_blob, parse_header
 
         where = f"{self.lmdb_dir}::{key}"
         raw = self._txn_get(key)
         if raw is None:
             raise ArchiveError(f"{where}: key is missing from the LMDB")
-        try:
-            data = load(raw)
-        except (SafetensorError, ValueError, OSError) as exc:
+        try:  # the store's reader of the value format (one parser for both)
+            header, _ = parse_header(raw)
+            missing = [b for b in bands if b not in header]
+            if missing:
+                have = ", ".join(sorted(header))
+                raise ArchiveError(f"{where}: band(s) {', '.join(missing)} missing (has {have})")
+            data = decode_blob(raw, bands, copy=True)
+        except BlobError as exc:
             raise ArchiveError(f"{where}: value is not a safetensors blob ({exc})") from None
-        missing = [b for b in bands if b not in data]
-        if missing:
-            have = ", ".join(sorted(data))
-            raise ArchiveError(f"{where}: band(s) {', '.join(missing)} missing (has {have})")
         return {band: check_band(data[band], band, where) for band in bands}
 
     def bands(self, name: str, bands: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:

@@ -10,15 +10,16 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
+
+from benmm.progress import progress_bar
 
 console = Console()
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=console, transient=True)
+    return progress_bar(console, transient=True)
 
 
 def _table(title: str, counts: dict[str, int], total: int | None = None, column: str = "name") -> Table:

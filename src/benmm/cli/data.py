@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from benmm.atomic import atomic_write
+from benmm.progress import progress_bar
 
 console = Console()
 
@@ -43,9 +43,8 @@ def stats(
     source = (f"benmm stats over {len(ds)} pairs of {Path(store).resolve()} (split {split}, "
               f"{'all pairs' if all_pairs else 'recommended set'}), native resolution")
     start = time.perf_counter()
-    with Progress(TextColumn("[bold]stats[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=False) as bar:
-        task = bar.add_task("pairs", total=len(ds))
+    with progress_bar(console) as bar:
+        task = bar.add_task("stats", total=len(ds))
         result = compute_stats(ds, name=label, source=source, batch_size=batch_size, num_workers=workers,
                                progress=lambda n: bar.advance(task, n))
     elapsed = time.perf_counter() - start

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from benmm.progress import progress_bar
 
 console = Console()
 
@@ -26,9 +27,8 @@ def synth(
     """Write a synthetic BigEarthNet-MM archive in the real on-disk format, with a learnable class signal."""
     from benmm.synth.archive import synthesize
 
-    with Progress(TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(f"{layout} -> {dst}", total=pairs)
+    with progress_bar(console, transient=True) as bar:
+        task = bar.add_task(f"synth {layout} -> {dst}", total=pairs)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)

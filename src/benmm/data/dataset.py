@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,6 +32,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from benmm.archive.splits import normalize_split
+from benmm.archive.splits import seasons as official_seasons
 from benmm.bands import (
     BAND_DTYPE,
     BAND_RESOLUTION,
@@ -69,15 +69,6 @@ def sample_layout(bands: Sequence[str]) -> dict[str, tuple[tuple[str, ...], int]
     if s1:
         out["s1"] = (s1, BAND_SIZE[s1[0]])
     return out
-
-
-@cache
-def _season_table() -> pd.Series:
-    """S2 v1 name -> season, from the shipped list of all 590,326 pairs (stores without a season column)."""
-    from benmm.resources import resource_path
-
-    table = pd.read_csv(resource_path("s1_s2_name_country_season.csv.bz2"), usecols=["s2_name", "season"])
-    return table.set_index("s2_name")["season"]
 
 
 def _check_names(given: Iterable[str] | str, valid: Sequence[str], what: str,
@@ -123,7 +114,7 @@ def select(meta: pd.DataFrame, split: str | None, recommended: bool,
         if "season" in meta and meta["season"].notna().any():
             season = meta["season"]
         elif "s2v1_name" in meta:
-            season = meta["s2v1_name"].map(_season_table())
+            season = pd.Series(official_seasons(meta["s2v1_name"].tolist()), index=meta.index, dtype=object)
         else:
             raise DatasetError(f"{where}: the store has neither a season nor an s2v1_name column")
         keep &= season.isin(wanted).to_numpy()

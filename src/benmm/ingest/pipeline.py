@@ -118,18 +118,9 @@ def _manifest_base(params: dict[str, Any]) -> dict[str, Any]:
 def _progress(enabled: bool, total: int, completed: int) -> Any:
     if not enabled:
         return None
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from benmm.progress import progress_bar
 
-    bar = Progress(TextColumn("encode"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+    bar = progress_bar(rate=True)
     bar.start()
     bar.add_task("encode", total=total, completed=completed, rate="")
     return bar

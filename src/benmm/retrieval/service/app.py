@@ -30,7 +30,7 @@ import numpy as np
 
 from benmm import __version__
 from benmm.errors import BenmmError, RetrievalError
-from benmm.render import MODES, png_bytes, render
+from benmm.render import MODES, RenderError, png_bytes, render
 from benmm.retrieval.index import RetrievalIndex
 from benmm.retrieval.service.upload import MAX_UPLOAD_BYTES, UploadError, check_bands, read_patch_bytes
 
@@ -243,7 +243,7 @@ def create_app(
             raise HTTPException(422, str(exc)) from None
         try:
             thumb = "data:image/png;base64," + base64.b64encode(png_bytes(render(bands), 120)).decode()
-        except RetrievalError:
+        except RenderError:
             thumb = None
         query: dict[str, Any] = {"name": file.filename, "labels": [], "upload": True, "thumbnail": thumb}
         return response(query, dist, idx, k, t0)

@@ -54,10 +54,53 @@ def _check_zip(zf: zipfile.ZipFile, what: str) -> list[zipfile.ZipInfo]:
     return infos
 
 
+#: the largest array a query file may hold: one 10 m band (120 x 120) of 8-byte values
+MAX_ARRAY_ELEMENTS: Final = 120 * 120
+
+
+def check_declared(name: str, shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """Refuse an array from what its header declares, before any pixel is decoded: a band must be 2-D at
+    its native size, any other array at most one 10 m band's size; 1 to 8 bytes per value."""
+    band = name.upper()
+    count = 1
+    for side in shape:
+        count *= int(side)
+    if band in BAND_SIZE:
+        size = BAND_SIZE[band]
+        if tuple(shape) != (size, size):
+            raise UploadError(f"{what}: band {band} is {'x'.join(map(str, shape)) or 'a scalar'}, "
+                              f"expected {size}x{size} (its native size)")
+    elif count > MAX_ARRAY_ELEMENTS:
+        raise UploadError(f"{what}: array {name!r} has {count} values; at most {MAX_ARRAY_ELEMENTS} "
+                          "are accepted", 413)
+    if not 1 <= dtype.itemsize <= 8:
+        raise UploadError(f"{what}: array {name!r} has dtype {dtype}; expected numbers")
+
+
+def _read_tiff(raw: bytes, band: str, what: str) -> np.ndarray:
+    """One band GeoTIFF, checked from its tags (one page, shape, dtype) before its pixels are decoded:
+    a small compressed file can declare a huge image."""
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(raw)) as tif:
+        if len(tif.pages) != 1:
+            raise UploadError(f"{what}: a band file must hold one image, this one holds {len(tif.pages)}")
+        page = tif.pages.first
+        check_declared(band, tuple(page.shape), np.dtype(page.dtype), what)
+        return np.asarray(page.asarray())
+
+
 def _read_npz(data: bytes) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            _check_zip(zf, "the .npz file")
+            for info in _check_zip(zf, "the .npz file"):  # each member's .npy header, before loading
+                with zf.open(info) as fh:
+                    fmt = np.lib.format
+                    major, _ = fmt.read_magic(fh)
+                    read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                check_declared(info.filename.removesuffix(".npy"), tuple(shape), np.dtype(dtype),
+                               "the .npz file")
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {k: np.asarray(npz[k]) for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
@@ -65,18 +108,19 @@ def _read_npz(data: bytes) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(data: bytes) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+    # the store's parser of the value format: shapes come from the header, checked before decoding
+    from benmm.store.blob import BlobError, decode_blob, parse_header
 
     try:
-        return dict(load(data))
-    except (SafetensorError, ValueError, OSError) as exc:
+        header, _ = parse_header(data)
+        for name, (dtype, shape, _start, _end) in header.items():
+            check_declared(name, shape, dtype, "the .safetensors file")
+        return decode_blob(data, copy=True)
+    except BlobError as exc:
         raise UploadError(f"not a readable .safetensors file ({exc})") from None
 
 
 def _read_zip(data: bytes) -> dict[str, np.ndarray]:
-    import tifffile
-
     bands: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -89,7 +133,7 @@ def _read_zip(data: bytes) -> dict[str, np.ndarray]:
                     raise UploadError(
                         f"the .zip holds band {band} twice; zip one patch (S2 and/or S1 folder)"
                     )
-                bands[band] = np.asarray(tifffile.imread(io.BytesIO(zf.read(info))))
+                bands[band] = _read_tiff(zf.read(info), band, f"the .zip member {info.filename}")
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise UploadError(f"not a readable .zip of a v1 patch folder ({exc})") from None
     except Exception as exc:  # tifffile raises its own TiffFileError (a ValueError subclass in most versions)
@@ -122,13 +166,14 @@ def read_patch_file(path: str | Path, max_bytes: int = MAX_UPLOAD_BYTES) -> dict
     """Band arrays of a query patch on disk: a file (as for uploads) or an unzipped v1 folder."""
     p = Path(path)
     if p.is_dir():
-        import tifffile
-
         bands = {}
         for f in sorted(p.rglob("*.tif*")):
             m = _TIF_BAND.search(f.name)
             if m:
-                bands[m.group(1).upper()] = np.asarray(tifffile.imread(f))
+                try:
+                    bands[m.group(1).upper()] = _read_tiff(f.read_bytes(), m.group(1).upper(), str(f))
+                except (ValueError, OSError) as exc:  # tifffile's TiffFileError is a ValueError
+                    raise UploadError(f"{f}: not a readable GeoTIFF ({exc})") from None
         if not bands:
             raise UploadError(f"{p}: no band files named <patch>_<BAND>.tif in this folder")
         return bands
