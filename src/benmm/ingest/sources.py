@@ -1,8 +1,16 @@
-"""What :mod:`benmm.ingest.pipeline` reads from: a v1 folder tree, or a reBEN folder / benmm store.
+"""What :mod:`benmm.ingest.pipeline` reads from: thin adapters over the readers of :mod:`benmm.archive`.
 
 A source lists its pairs as tasks ``(name, locator)`` in the main process and turns one task into a
 validated :class:`~benmm.store.writer.Record` in a worker (``record``), or None when the pair is not in
 the requested splits. Problems raise :class:`~benmm.errors.BenmmError` subclasses naming the file.
+
+* :class:`V1Source`: v1 folders through :func:`benmm.archive.v1.read_pair`, band files read straight
+  into reused value buffers (the fast path: no array is allocated per pair);
+* :class:`StoreSource`: a reBEN LMDB folder or a benmm store, values validated and copied as they are;
+* :class:`ArchiveSource`: any other reader :func:`benmm.archive.open_archive` returns (the reBEN GeoTIFF
+  release), through its ``archive[name] -> Pair``, values serialised by
+  :func:`~benmm.store.blob.encode_blob`.
+Every archive kind ``open_archive`` knows therefore also encodes.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any, Final
 from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
 from benmm.errors import ArchiveError, EncodeError, LabelError
 from benmm.labels import LABELS_19, LABELS_43, to_19
-from benmm.store.blob import BlobError, blob_layout, check_header, parse_header
+from benmm.store.blob import BlobError, blob_layout, check_header, encode_blob, parse_header
 from benmm.store.layout import ENCODE_STATE, MANIFEST, REBEN_LMDB_NAMES, canonical_row, value_digest
 from benmm.store.reader import Store, _plain, column_split
 from benmm.store.writer import Record
@@ -208,6 +216,44 @@ class StoreSource(Source):
         return int(size * 2) + (256 << 20)
 
 
+class ArchiveSource(Source):
+    """Any :mod:`benmm.archive` reader (``len``, iteration, ``archive[name] -> Pair``): the bands of each
+    pair are checked and serialised, its metadata row built from the Pair's fields."""
+
+    def __init__(self, root: Path, splits: tuple[str, ...] | None, archive: Any) -> None:
+        super().__init__(root, splits)
+        self.archive = archive
+        self.kind = f"{archive.kind}-{getattr(archive, 'backend', 'files')}"
+
+    def tasks(self, splits: tuple[str, ...] | None) -> list[tuple[str, Any]]:
+        return sorted((str(name), None) for name in self.archive)
+
+    def record(self, name: str, where: Any) -> Record | None:
+        pair = self.archive[name]
+        if self.splits and pair.split not in self.splits:
+            return None
+        values = []
+        for bands, modality in ((S2_BANDS, "s2"), (S1_BANDS, "s1")):
+            value = encode_blob({b: pair.bands[b] for b in bands})
+            try:
+                check_header(parse_header(value)[0], modality)
+            except BlobError as exc:
+                raise ArchiveError(f"{self.root}: pair {name}: {exc}") from None
+            values.append(value)
+        # the labels as the source's metadata lists them (reBEN: its own order), so that the store equals
+        # the one encoded from the same patches' LMDB; Pair.labels19 is the official order
+        row_of = getattr(self.archive, "row", None)
+        labels = [str(x) for x in row_of(name)["labels"]] if row_of is not None else list(pair.labels19)
+        check_labels(labels, pair.labels43, f"{self.root}: pair {name}")
+        row = {"patch_id": name, "labels": labels,
+               "split": column_split(pair.split) if pair.split else None, "country": pair.country,
+               "s1_name": pair.s1_name, "s2v1_name": pair.s2v1_name,
+               "contains_seasonal_snow": pair.contains_seasonal_snow,
+               "contains_cloud_or_shadow": pair.contains_cloud_or_shadow,
+               "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season}
+        return _record(name, pair.s1_name, values[0], values[1], row)
+
+
 def open_source(path: Path, split: str | Any | None) -> tuple[Source, tuple[str, ...] | None]:
     """The source at ``path`` and the normalised split names (None = every pair)."""
     from benmm.archive.splits import normalize_split
@@ -222,4 +268,12 @@ def open_source(path: Path, split: str | Any | None) -> tuple[Source, tuple[str,
         raise EncodeError(f"{path}: no such archive (the path does not exist)")
     if any((path / n).exists() for n in (MANIFEST, ENCODE_STATE, *REBEN_LMDB_NAMES)):
         return StoreSource(path, splits), splits
+    from benmm.archive import archive_kind, open_archive
+
+    try:
+        kind = archive_kind(path)
+    except ArchiveError:
+        kind = "v1"  # V1Source says what is wrong with the folder tree
+    if kind == "reben":  # the GeoTIFF release (no LMDB)
+        return ArchiveSource(path, splits, open_archive(path)), splits
     return V1Source(path, splits), splits
