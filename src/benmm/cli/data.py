@@ -31,7 +31,7 @@ def stats(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Pairs per batch."),
 ) -> None:
     """Compute per-band mean and std over a split, streamed, at native resolution (S2 in DN, S1 in dB)."""
-    from benmm.data import BigEarthNetDataset, compute_stats
+    from benmm.data import BigEarthNetDataset, DatasetError, compute_stats
     from benmm.store import Store
 
     st = Store.open(store)
@@ -39,6 +39,10 @@ def stats(
     band_arg = None if bands is None else [b.strip() for b in bands.split(",") if b.strip()]
     ds = BigEarthNetDataset(st, modality="s1s2", bands=band_arg, split=split_arg,
                             recommended=not all_pairs)
+    if len(ds) == 0:
+        raise DatasetError(f"{store}: the {split} split has no pairs"
+                           f"{'' if all_pairs else ' in the recommended set (try --all-pairs)'}; "
+                           "nothing to compute statistics over")
     label = name or f"{Path(store).name}:{split}"
     source = (f"benmm stats over {len(ds)} pairs of {Path(store).resolve()} (split {split}, "
               f"{'all pairs' if all_pairs else 'recommended set'}), native resolution")

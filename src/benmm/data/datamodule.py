@@ -165,7 +165,9 @@ class BigEarthNetDataModule(L.LightningDataModule):
     def loader(self, split: str | None, train: bool = False) -> DataLoader[dict[str, Any]]:
         ds = self.dataset(split)
         self._in_worker = self.transform_in_workers()
-        common = dict(batch_size=self.batch_size, sampler=self.sampler(ds, train),
+        # a batch larger than the split only costs memory (buffers are sized by it): clamp to the data
+        batch_size = max(1, min(self.batch_size, len(ds)))
+        common = dict(batch_size=batch_size, sampler=self.sampler(ds, train),
                       num_workers=self.num_workers, pin_memory=self.pin_memory,
                       persistent_workers=self.persistent_workers, collate_fn=collate,
                       drop_last=self.drop_last and train,

@@ -136,11 +136,13 @@ class RetrievalIndex:
     def search_encoded(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search with index-space vectors; returns ``(distances float32 [Q, k], indices int64 [Q, k])``.
 
-        Indices are ``-1`` where the archive holds fewer than ``k`` items. This is a thin layer over
-        ``faiss.Index.search`` (the benchmark holds it within a few percent of the raw call).
+        ``k`` is clamped to the archive size (FAISS allocates ``[Q, k]`` results, so a huge ``k`` would only
+        exhaust memory). This is a thin layer over ``faiss.Index.search`` (the benchmark holds it within a
+        few percent of the raw call).
         """
         if k < 1:
             raise RetrievalError(f"k must be at least 1, got {k}")
+        k = min(k, max(1, int(self.faiss_index.ntotal)))
         if self.kind == "binary":
             dist, idx = self.faiss_index.search(np.ascontiguousarray(vectors, dtype=np.uint8), k)
             return dist.astype(np.float32), idx
