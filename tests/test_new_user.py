@@ -17,6 +17,11 @@ from benmm.store import Store
 runner = CliRunner()
 
 
+def _text(result: object) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(str(getattr(result, "output", "")).split())
+
+
 @pytest.fixture(scope="module")
 def real_store(v1_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
     """The 6 shipped real pairs: 4 train, 1 test, 1 without a split, no val pair."""
@@ -26,14 +31,14 @@ def real_store(v1_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 def test_an_empty_split_is_named(real_store: Store, tmp_path: Path) -> None:
     out = runner.invoke(app, ["train", str(real_store.path), "--recipe", "demo", "--out", str(tmp_path / "r"),
                               "--epochs", "1"])
-    assert out.exit_code != 0 and "the val split has no samples" in out.output, out.output
+    assert out.exit_code != 0 and "the val split has no samples" in _text(out), out.output
     out = runner.invoke(app, ["stats", str(real_store.path), "--split", "val",
                               "--out", str(tmp_path / "s.json")])
-    assert out.exit_code != 0 and "the val split has no pairs" in out.output, out.output
+    assert out.exit_code != 0 and "the val split has no pairs" in _text(out), out.output
     assert not (tmp_path / "s.json").exists()
     out = runner.invoke(app, ["embed", "band-stats", str(real_store.path), str(tmp_path / "e"),
                               "--split", "val"])
-    assert out.exit_code != 0 and "split='val'" in out.output and "Traceback" not in out.output
+    assert out.exit_code != 0 and "split='val'" in _text(out) and "Traceback" not in _text(out)
 
 
 def test_a_batch_larger_than_the_split_is_clamped(real_store: Store) -> None:
@@ -52,3 +57,40 @@ def test_search_k_is_clamped_to_the_archive() -> None:
     assert dist.shape == idx.shape == (2, 50) and (idx >= 0).all()
     dist, idx = ix.search_name(items["name"].iloc[0], k=10**9)
     assert idx.shape == (1, 49)
+
+
+def test_reben_metadata_without_labels_is_refused(reben_sample_copy: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    meta = pd.read_parquet(reben_sample_copy / "metadata.parquet")
+    meta.drop(columns=["labels"]).to_parquet(reben_sample_copy / "metadata.parquet")
+    # the snow/cloud file still has `labels`: concatenating the two must not hide the gap
+    out = runner.invoke(app, ["encode", str(reben_sample_copy), str(tmp_path / "s.store")])
+    assert out.exit_code == 2 and "metadata lacks column(s) labels" in _text(out), out.output
+    assert not (tmp_path / "s.store" / "benmm-store.json").exists()
+
+
+def test_a_truncated_reben_lmdb_is_reported_once_not_a_crash(reben_sample_copy: Path) -> None:
+    mdb = reben_sample_copy / "BigEarthNet-V2-LMDB" / "data.mdb"
+    with open(mdb, "r+b") as fh:
+        fh.truncate(100_000)
+    for command in ("info", "check"):  # both died of SIGBUS reading pages past the end of the file
+        out = runner.invoke(app, [command, str(reben_sample_copy)])
+        assert "the file is truncated" in _text(out), out.output
+        assert _text(out).count("the file is truncated") == 1 and "Traceback" not in _text(out)
+
+
+def test_damaged_files_are_messages(tmp_path: Path, real_store: Store) -> None:
+    import shutil
+
+    store = tmp_path / "c.store"
+    shutil.copytree(real_store.path, store)
+    (store / "metadata.parquet").write_bytes(b"garbage")
+    out = runner.invoke(app, ["verify", str(store)])
+    assert out.exit_code == 2 and "not a readable parquet file" in _text(out), out.output
+    junk = tmp_path / "w.safetensors"
+    junk.write_bytes(b"junk")
+    for args in (["evaluate", str(junk), str(real_store.path), "--out", str(tmp_path / "ev")],
+                 ["predict", str(junk), str(real_store.path)]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2 and "not a readable .safetensors weights file" in _text(out), out.output

@@ -297,6 +297,8 @@ class V2Archive:
                 problems.append(Problem(meta_path, f"{pid}: s1_name {row['s1_name']} has another x_y", pid))
         except BenmmError as exc:
             problems.append(Problem(meta_path, str(exc), pid))
+        if self._lmdb_problem() is not None:
+            return problems  # the LMDB as a whole is unreadable: reported once, by archive_problems
         for key, bands in ((pid, S2_BANDS), (str(row["s1_name"]), S1_BANDS)):
             try:
                 self.read_key(key, bands)
@@ -306,8 +308,19 @@ class V2Archive:
                 problems.append(Problem(path, reason or text, pid))
         return problems
 
+    def _lmdb_problem(self) -> Problem | None:
+        """Why the LMDB cannot be read at all (e.g. a truncated data.mdb), or None."""
+        if self.backend != "lmdb" or self.lmdb_dir is None:
+            return None
+        try:
+            _env(self.lmdb_dir)
+        except ArchiveError as exc:
+            return Problem(str(self.lmdb_dir / "data.mdb"), str(exc).removeprefix(f"{self.lmdb_dir}: "))
+        return None
+
     def archive_problems(self) -> list[Problem]:
-        return []
+        problem = self._lmdb_problem()
+        return [problem] if problem is not None else []
 
     def __repr__(self) -> str:
         return f"V2Archive({str(self.root)!r}, pairs={len(self)}, backend={self.backend!r})"

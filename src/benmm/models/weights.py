@@ -27,18 +27,22 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not p.is_file():
         raise ModelError(f"weights file {p} not found (weights are only read from local files)")
     if p.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(p), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"{p}: not a readable .safetensors weights file ({exc})") from None
         return state, dict(meta)
     if p.suffix not in CHECKPOINT_SUFFIXES:
         raise ModelError(f"{p}: unsupported weights file; use one of {', '.join(CHECKPOINT_SUFFIXES)}")
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file or pickled objects we refuse to run
-        raise ModelError(f"{p}: cannot read weights ({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"{p}: not a readable checkpoint or state dict ({type(exc).__name__}: {exc}); "
+                         "was it written completely?") from None
     if not isinstance(raw, dict):
         raise ModelError(f"{p}: not a state dict or checkpoint")
     if "state_dict" in raw and isinstance(raw["state_dict"], dict):  # Lightning checkpoint

@@ -55,6 +55,18 @@ def shared_env(path: str | os.PathLike[str]) -> lmdb.Environment:
     except lmdb.Error as exc:
         raise StoreError(f"{path}: cannot open the LMDB ({exc}); if another handle on these files is "
                          "open in this process (e.g. a writer), close it first") from None
+    # a truncated data.mdb (an incomplete copy or download) maps pages past the end of the file:
+    # touching them is a SIGBUS that kills the process, so refuse it here, for every reader
+    try:
+        need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    except lmdb.Error as exc:
+        env.close()
+        raise StoreError(f"{path}: not a readable LMDB ({exc})") from None
+    have = os.stat(os.path.join(key, "data.mdb")).st_size
+    if have < need:
+        env.close()
+        raise StoreError(f"{path}/data.mdb is {have} bytes, its pages need {need}: the file is "
+                         "truncated (incomplete copy or download?); copy or download it again")
     _ENVS[key] = (ident, env)
     return env
 

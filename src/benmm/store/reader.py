@@ -155,14 +155,9 @@ class Store:
     def _check_lmdb(self) -> None:
         try:
             env = self.env()
-            stat, info = env.stat(), env.info()
+            stat = env.stat()  # shared_env has refused a truncated file
         except lmdb.Error as exc:
             raise StoreError(f"{self.lmdb_path}: not a readable LMDB ({exc})") from None
-        need = (info["last_pgno"] + 1) * stat["psize"]
-        have = (self.lmdb_path / "data.mdb").stat().st_size
-        if have < need:
-            raise StoreError(f"{self.lmdb_path}/data.mdb is {have} bytes, its pages need {need}: "
-                             "the file is truncated (incomplete copy?)")
         entries = stat["entries"]
         if self.manifest is not None and entries != self.manifest["keys"]:
             raise StoreError(f"{self.path}: the LMDB holds {entries} keys but the manifest says "
@@ -200,11 +195,19 @@ class Store:
     @cached_property
     def metadata(self) -> pd.DataFrame:
         """One row per pair, columns :data:`METADATA_COLUMNS`; ``patch_id`` is the pair id (S2 key)."""
-        frames = [pd.read_parquet(f) for f in self.metadata_files]
+        frames = []
+        for f in self.metadata_files:  # each file checked on its own: a concat would fill gaps with NaN
+            try:
+                frame = pd.read_parquet(f)
+            except Exception as exc:  # pyarrow raises several types for a damaged file
+                raise StoreError(f"{f}: not a readable parquet file ({exc}); "
+                                 f"{'encode the store again' if self.manifest else 'download it again'}"
+                                 ) from None
+            missing = [c for c in METADATA_COLUMNS[:8] if c not in frame.columns]
+            if missing:
+                raise StoreError(f"{f}: metadata lacks column(s) {', '.join(missing)}")
+            frames.append(frame)
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-        missing = [c for c in METADATA_COLUMNS[:8] if c not in df.columns]
-        if missing:
-            raise StoreError(f"{self.metadata_files[0]}: metadata lacks column(s) {', '.join(missing)}")
         if "labels43" not in df.columns:
             df["labels43"] = None
         if "season" not in df.columns:
