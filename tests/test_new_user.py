@@ -94,3 +94,43 @@ def test_damaged_files_are_messages(tmp_path: Path, real_store: Store) -> None:
                  ["predict", str(junk), str(real_store.path)]):
         out = runner.invoke(app, args)
         assert out.exit_code == 2 and "not a readable .safetensors weights file" in _text(out), out.output
+
+
+def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import torch
+
+    from benmm.train import checkpoint_io
+
+    io = checkpoint_io.AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "best.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, target)
+    assert torch.load(target)["epoch"] == 1
+
+    def full_disk(obj: object, path: object) -> None:
+        with open(str(path), "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target)["epoch"] == 1  # the earlier checkpoint is intact, nothing truncated
+    assert [p.name for p in target.parent.iterdir()] == ["best.ckpt"]  # and no temporary file is left
+
+
+def test_unwritable_outputs_are_one_line_errors(real_store: Store, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for args in (["stats", str(real_store.path), "--split", "train", "--out", str(blocker / "s.json")],
+                 ["embed", "band-stats", str(real_store.path), str(blocker / "emb")],
+                 ["synth", str(blocker / "syn"), "--pairs", "10"],
+                 ["evaluate", str(tmp_path / "x.ckpt"), str(real_store.path), "--out", str(blocker / "ev")]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2, (args, _text(out))
+        text = _text(out)
+        assert "Traceback" not in text and ("Not a directory" in text or "File exists" in text), (args, text)
+        assert "━" not in text, (args, text)  # failed before the work: no progress bar ran
+    assert not list(tmp_path.glob("*.partial"))

@@ -31,7 +31,8 @@ COMMAND_MODULES = (
 
 
 class _BenmmGroup(TyperGroup):
-    """Prints benmm's typed errors as one line and exits 2; other errors are bugs and keep their traceback."""
+    """Prints benmm's typed errors and OS errors (paths, permissions, disk space) as one line and exits 2;
+    other errors are bugs and keep their traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors its own click Context
         try:
@@ -42,6 +43,11 @@ class _BenmmGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as exc:  # an unwritable or full output, a missing file: the user's, not a bug
+            where = f"{exc.filename}: " if exc.filename else ""
+            err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc} (check the path, its "
+                              "permissions and the free disk space)", markup=True, highlight=False)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

@@ -43,6 +43,7 @@ def stats(
         raise DatasetError(f"{store}: the {split} split has no pairs"
                            f"{'' if all_pairs else ' in the recommended set (try --all-pairs)'}; "
                            "nothing to compute statistics over")
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable output fails before the work
     label = name or f"{Path(store).name}:{split}"
     source = (f"benmm stats over {len(ds)} pairs of {Path(store).resolve()} (split {split}, "
               f"{'all pairs' if all_pairs else 'recommended set'}), native resolution")
@@ -53,7 +54,6 @@ def stats(
                                progress=lambda n: bar.advance(task, n))
     elapsed = time.perf_counter() - start
     payload = result.to_json() | {"pairs": len(ds), "split": split, "bands": list(ds.bands)}
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, json.dumps(payload, indent=1) + "\n")
     table = Table("band", "mean", "std", title=f"{label}: {len(ds)} pairs")
     for band in ds.bands:

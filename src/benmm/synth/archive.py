@@ -297,7 +297,21 @@ def synthesize(dst: str | os.PathLike[str], pairs: int, seed: int = 0, layout: L
     tmp = dst.with_name(dst.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)  # leftover of an interrupted run of ours
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise SynthError(f"{dst}: cannot create the archive here ({exc.strerror or exc}); "
+                         "choose a writable location") from None
+    try:
+        return _synthesize_into(tmp, dst, specs, pairs, seed, layout, workers, progress, start)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed run (disk full, Ctrl-C) leaves nothing behind
+        raise
+
+
+def _synthesize_into(tmp: Path, dst: Path, specs: list[PairSpec], pairs: int, seed: int, layout: Layout,
+                     workers: int, progress: Callable[[int, int], None] | None,
+                     start: float) -> SynthSummary:
     if layout == "v1":
         (tmp / S2_ROOT).mkdir()
         (tmp / S1_ROOT).mkdir()

@@ -68,6 +68,8 @@ def evaluate(checkpoint: str | Path, store: Any, split: str = "test", out: str |
 
     start = time.perf_counter()
     split_name = normalize_split(split) or "test"
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable report folder fails before the work
     model, info = load_checkpoint(checkpoint)
     dm = _datamodule(store, model, info, batch_size, workers, split=split_name)
     if len(dm.dataset(split_name)) == 0:

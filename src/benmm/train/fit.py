@@ -17,10 +17,11 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from benmm.atomic import atomic_path
+from benmm.atomic import atomic_path, atomic_write
 from benmm.errors import BenmmError
 from benmm.models import create_model
 from benmm.models.weights import export_safetensors
+from benmm.train.checkpoint_io import AtomicCheckpointIO
 from benmm.train.recipes import load_recipe
 from benmm.train.task import MONITOR, ClassificationTask
 
@@ -129,6 +130,7 @@ def make_trainer(out: Path, recipe: dict[str, Any], devices: Any = "auto", num_n
         default_root_dir=out, max_epochs=int(t.get("epochs", 1)), devices=devices, num_nodes=num_nodes,
         strategy=strategy, accelerator=accelerator, precision=t.get("precision", "32-true"),
         logger=CSVLogger(save_dir=str(out), name="", version=""), callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0, enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=int(t.get("log_every_n_steps", 10)), **kwargs)
 
@@ -162,7 +164,7 @@ def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: 
                          f"with --resume {existing[-1]}, or train into another --out folder")
     task = ClassificationTask(model, optim=dict(rec["optim"]), data=data_info(dm, rec))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(rec, indent=2), encoding="utf-8")
+    atomic_write(out / "recipe.json", json.dumps(rec, indent=2))
     trainer = make_trainer(out, rec, devices=devices, num_nodes=num_nodes, strategy=strategy,
                            accelerator=accelerator, progress=progress, **trainer_kwargs)
     if resume is not None:
