@@ -134,3 +134,55 @@ def test_unwritable_outputs_are_one_line_errors(real_store: Store, tmp_path: Pat
         assert "Traceback" not in text and ("Not a directory" in text or "File exists" in text), (args, text)
         assert "━" not in text, (args, text)  # failed before the work: no progress bar ran
     assert not list(tmp_path.glob("*.partial"))
+
+
+def _s1_folder(root: Path) -> Path:
+    return sorted((root / "BigEarthNet-S1-Example").iterdir())[0]
+
+
+def test_check_finds_an_all_nan_s1_band(v1_sample_copy: Path) -> None:
+    import numpy as np
+    import tifffile
+
+    s1 = _s1_folder(v1_sample_copy)
+    vh = s1 / f"{s1.name}_VH.tif"
+    with tifffile.TiffFile(vh) as tif:
+        arr = tif.pages.first.asarray()
+    with open(vh, "r+b") as fh:  # overwrite the pixels in place: tags and layout stay those of the real file
+        with tifffile.TiffFile(vh) as tif:
+            offset = tif.pages.first.dataoffsets[0]
+        fh.seek(offset)
+        fh.write(np.full(arr.shape, np.nan, arr.dtype).tobytes())
+    out = runner.invoke(app, ["check", str(v1_sample_copy)])
+    assert out.exit_code == 1 and "band VH holds no value (every pixel is NaN)" in _text(out), _text(out)
+
+
+def test_a_duplicate_s1_folder_is_called_a_duplicate(v1_sample_copy: Path) -> None:
+    import shutil
+
+    s1 = _s1_folder(v1_sample_copy)
+    # the same patch from another acquisition time: a second S1 folder pointing at the same S2 partner
+    twin = s1.with_name(s1.name[:17] + "20990101T000000" + s1.name[32:])
+    shutil.copytree(s1, twin)
+    for f in twin.iterdir():
+        f.rename(twin / f.name.replace(s1.name, twin.name))
+    out = runner.invoke(app, ["check", str(v1_sample_copy)])
+    text = _text(out)
+    assert out.exit_code == 1 and "a second Sentinel-1 folder for" in text, text
+    assert "1 problem(s) of the archive itself" in text, text
+
+
+def test_reben_metadata_errors_name_file_and_patch(reben_sample_copy: Path) -> None:
+    import pandas as pd
+
+    path = reben_sample_copy / "metadata.parquet"
+    meta = pd.read_parquet(path)
+    bad = meta.copy()
+    bad.loc[2, "split"] = "tset"
+    bad.to_parquet(path)
+    out = runner.invoke(app, ["info", str(reben_sample_copy)])  # aborted before, naming neither
+    assert out.exit_code == 0 and f"{meta.patch_id[2]}: unknown split 'tset'" in _text(out), _text(out)
+    pd.concat([meta, meta.iloc[:1]]).to_parquet(path)
+    out = runner.invoke(app, ["encode", str(reben_sample_copy), str(reben_sample_copy.parent / "d.store")])
+    assert out.exit_code == 2 and "appear twice in the metadata" in _text(out), _text(out)
+    assert "incomplete download" not in _text(out)

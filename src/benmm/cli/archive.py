@@ -111,6 +111,7 @@ def check(
     start = time.perf_counter()
     arc = open_archive(path)
     problems = archive_problems(arc)
+    n_archive = len(problems)
     bad_pairs = 0
     with _progress() as bar:
         task = bar.add_task("checking pairs", total=len(arc))
@@ -129,7 +130,8 @@ def check(
         console.print(f"report: {n} problem(s) written to {report}")
     rate = len(arc) / elapsed if elapsed > 0 else 0.0
     summary = (f"{len(arc):,} pairs checked in {elapsed:.1f} s ({rate:,.0f} pairs/s): "
-               f"{bad_pairs:,} pair(s) with problems, {len(problems):,} problem(s) in all")
+               f"{bad_pairs:,} pair(s) with problems, {n_archive:,} problem(s) of the archive itself "
+               f"(folders without a partner, duplicates, stray folders), {len(problems):,} problem(s) in all")
     if problems:
         console.print(f"[red]{summary}[/]")
         raise typer.Exit(1)

@@ -163,6 +163,11 @@ class Store:
             raise StoreError(f"{self.path}: the LMDB holds {entries} keys but the manifest says "
                              f"{self.manifest['keys']} (mixed or damaged store); encode it again")
         if self.manifest is None and entries < 2 * len(self):
+            dup = self.metadata["patch_id"].duplicated()
+            if dup.any():  # not missing data: the same pair listed twice
+                first = self.metadata.loc[dup, "patch_id"].iloc[0]
+                raise StoreError(f"{self.path}: {int(dup.sum())} patch_id(s) appear twice in the metadata "
+                                 f"(first: {first}); each pair must be listed once")
             raise StoreError(f"{self.path}: the LMDB holds {entries} keys, fewer than the 2 x {len(self)} "
                              "that the metadata lists (incomplete download?)")
 
