@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lmdb
 import numpy as np
@@ -25,6 +26,9 @@ from benmm.errors import BandError, LabelError, SplitError, StoreError
 from benmm.labels import encode, reorder
 from benmm.store import Store
 
+if TYPE_CHECKING:
+    from conftest import Synthetic
+
 
 @pytest.fixture(scope="module")
 def reben(reben_sample_root: Path) -> Store:
@@ -33,13 +37,10 @@ def reben(reben_sample_root: Path) -> Store:
 
 
 @pytest.fixture(scope="module")
-def synth_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic archive in the reBEN layout (opens as a store), with snow/cloud patches."""
-    from benmm.synth.archive import synthesize
-
-    dst = tmp_path_factory.mktemp("synth") / "reben"
-    synthesize(dst, pairs=40, seed=3, layout="reben", workers=1)
-    return dst
+def synth_store(synthetic: Synthetic) -> Path:
+    """A small synthetic archive in the reBEN layout (opens as a store), with snow/cloud patches (shared:
+    read-only)."""
+    return synthetic.archive(pairs=40, seed=3, layout="reben")
 
 
 @pytest.fixture(scope="module")

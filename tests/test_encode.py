@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -23,24 +24,29 @@ from benmm.ingest.pipeline import encode, encode_summary
 from benmm.store import Store
 from faults import KillAt
 
+if TYPE_CHECKING:
+    from conftest import Synthetic
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def reference(v1_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """The v1 sample encoded in one uninterrupted serial run."""
-    return encode(v1_sample_root, tmp_path_factory.mktemp("ref") / "ref.store", workers=1, progress=False)
+def reference(v1_sample_store: Store) -> Store:
+    """The v1 sample encoded in one uninterrupted serial run (shared for the session: read only)."""
+    return v1_sample_store
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic v1 archive (real format, real pair names)."""
-    from benmm.synth.archive import synthesize
+def synth_root(synthetic: Synthetic) -> Path:
+    """A small synthetic v1 archive (real format, real pair names; shared for the session: read only)."""
+    return synthetic.archive(pairs=24, seed=3, layout="v1")
 
-    root = tmp_path_factory.mktemp("synth") / "v1"
-    synthesize(root, pairs=24, seed=3, workers=1)
-    return root
+
+@pytest.fixture(scope="module")
+def synth_reference(synthetic: Synthetic, synth_root: Path) -> Store:
+    """``synth_root`` encoded in one uninterrupted serial run (shared for the session: read only)."""
+    return synthetic.encoded(synth_root)
 
 
 def _encode_in_subprocess(src: Path, dst: Path, workers: int, die_at: str | None,
@@ -120,8 +126,8 @@ def test_a_dying_worker_is_a_clear_error_and_the_run_resumes(v1_sample_root: Pat
 
 
 @pytest.mark.slow
-def test_kill_at_random_times_then_resume(synth_root: Path, tmp_path: Path) -> None:
-    ref = encode(synth_root, tmp_path / "ref.store", workers=2, progress=False)
+def test_kill_at_random_times_then_resume(synth_root: Path, synth_reference: Store, tmp_path: Path) -> None:
+    ref = synth_reference
     dst = tmp_path / "random.store"
     rng = random.Random(7)
     for _ in range(3):
@@ -162,12 +168,13 @@ def test_two_encodes_never_write_one_store(v1_sample_root: Path, tmp_path: Path)
     assert len(encode(v1_sample_root, dst, workers=1, progress=False)) == 6
 
 
-def test_finished_store_is_not_overwritten(v1_sample_root: Path, reben_sample_root: Path,
-                                           reference: Store, tmp_path: Path) -> None:
-    again = encode_summary(v1_sample_root, reference.path, workers=1, progress=False)
+def test_finished_store_is_not_overwritten(v1_sample_root: Path, reben_sample_root: Path, reference: Store,
+                                           synthetic: Synthetic, tmp_path: Path) -> None:
+    finished = synthetic.copy(reference, tmp_path / "finished.store")  # encodes into it: a private copy
+    again = encode_summary(v1_sample_root, finished, workers=1, progress=False)
     assert again.already_complete and again.store.content_hash == reference.content_hash
     with pytest.raises(EncodeError, match=r"another source"):
-        encode(reben_sample_root, reference.path, workers=1, progress=False)
+        encode(reben_sample_root, finished, workers=1, progress=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.tex").write_text("precious")
     with pytest.raises(EncodeError, match=r"not an unfinished benmm store"):
@@ -265,8 +272,9 @@ def test_encode_from_reben_copies_values_byte_for_byte(reben_sample_root: Path, 
     assert len(val) == 8 and set(val.metadata["split"]) == {"validation"}
 
 
-def test_encode_synthetic_archive_in_parallel(synth_root: Path, tmp_path: Path) -> None:
-    one = encode(synth_root, tmp_path / "one.store", workers=1, progress=False)
+def test_encode_synthetic_archive_in_parallel(synth_root: Path, synth_reference: Store,
+                                              tmp_path: Path) -> None:
+    one = synth_reference  # encode(synth_root, ..., workers=1)
     two = encode_summary(synth_root, tmp_path / "two.store", workers=2, progress=False, commit_pairs=4)
     assert len(one) == 24 and two.written == 24
     assert one.content_hash == two.store.content_hash

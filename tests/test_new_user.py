@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from benmm.cli.app import app
 from benmm.data.datamodule import BigEarthNetDataModule
-from benmm.ingest import encode
 from benmm.retrieval.build import build_index
 from benmm.retrieval.synthetic import synthetic_embeddings
 from benmm.store import Store
@@ -23,9 +22,9 @@ def _text(result: object) -> str:
 
 
 @pytest.fixture(scope="module")
-def real_store(v1_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
+def real_store(v1_sample_store: Store) -> Store:
     """The 6 shipped real pairs: 4 train, 1 test, 1 without a split, no val pair."""
-    return encode(v1_sample_root, tmp_path_factory.mktemp("real") / "s.store", workers=1, progress=False)
+    return v1_sample_store
 
 
 def test_an_empty_split_is_named(real_store: Store, tmp_path: Path) -> None:
@@ -186,3 +185,50 @@ def test_reben_metadata_errors_name_file_and_patch(reben_sample_copy: Path) -> N
     out = runner.invoke(app, ["encode", str(reben_sample_copy), str(reben_sample_copy.parent / "d.store")])
     assert out.exit_code == 2 and "appear twice in the metadata" in _text(out), _text(out)
     assert "incomplete download" not in _text(out)
+
+
+def test_search_a_v1_s2_folder_in_its_tree_finds_the_s1_partner(retrieval_index_dir: Path,
+                                                                 v1_sample_root: Path) -> None:
+    s2 = sorted((v1_sample_root / "BigEarthNet-S2-Example").iterdir())[0]  # S1+S2 index, S2 folder given
+    out = runner.invoke(app, ["search", str(retrieval_index_dir), "--patch", str(s2), "-k", "3", "--json"])
+    assert out.exit_code == 0, _text(out)
+    import json
+
+    assert len(json.loads(out.output)["results"]) == 3
+
+
+def test_binary_index_on_small_embeddings_suggests_bits(tmp_path: Path, reben_sample_root: Path) -> None:
+    emb = tmp_path / "emb"
+    made = runner.invoke(app, ["embed", "band-stats", str(reben_sample_root), str(emb), "--all"])
+    assert made.exit_code == 0, _text(made)
+    out = runner.invoke(app, ["index", str(emb), str(tmp_path / "ix"), "--kind", "binary"])
+    assert out.exit_code == 2 and "use --bits" in _text(out) and "--kind flat" in _text(out), _text(out)
+
+
+def test_serve_fails_before_its_banner_and_says_what_is_off(retrieval_index_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    out = runner.invoke(app, ["serve", str(tmp_path / "no-index")])
+    assert out.exit_code == 2 and "benmm retrieval on" not in out.output, _text(out)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = runner.invoke(app, ["serve", str(retrieval_index_dir), "--port", str(port)])
+    assert out.exit_code == 2 and "is another server running there" in _text(out), _text(out)
+    assert "benmm retrieval on" not in out.output
+
+    import uvicorn
+
+    ran: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw))
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    out = runner.invoke(app, ["serve", str(retrieval_index_dir), "--port", "0",
+                              "--store", str(tmp_path / "gone"), "--checkpoint", str(broken)])
+    text = _text(out)
+    assert out.exit_code == 0 and ran, text
+    assert "warning: thumbnails are off: store" in text and "serve with --store PATH" in text, text
+    assert "warning: uploads are off: checkpoint" in text and "serve with --checkpoint PATH" in text, text
+    assert len(text) < 900 and "WeightsUnpickler" not in text  # one line each, not torch's page of text

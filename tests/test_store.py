@@ -7,6 +7,7 @@ import multiprocessing as mp
 import pickle
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lmdb
 import numpy as np
@@ -23,19 +24,19 @@ from benmm.store import Store
 from benmm.store.blob import BlobError, blob_layout, check_header, decode_blob, encode_blob, parse_header
 from benmm.store.layout import METADATA_COLUMNS
 
+if TYPE_CHECKING:
+    from conftest import Synthetic
+
 
 @pytest.fixture(scope="module")
-def v1_store(v1_sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dst = tmp_path_factory.mktemp("store") / "v1.store"
-    encode(v1_sample_root, dst, workers=1, progress=False)
-    return dst
+def v1_store(v1_sample_store: Store) -> Path:
+    """The v1 sample encoded (shared for the session: read only; damage tests use ``v1_store_copy``)."""
+    return v1_sample_store.path
 
 
 @pytest.fixture()
-def v1_store_copy(v1_store: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "copy.store"
-    shutil.copytree(v1_store, dst)
-    return dst
+def v1_store_copy(synthetic: Synthetic, v1_store: Path, tmp_path: Path) -> Path:
+    return synthetic.copy(v1_store, tmp_path / "copy.store")
 
 
 def _bands(seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -395,12 +396,12 @@ def _own_handle_in_worker(worker_id: int) -> None:
 
 
 @pytest.mark.parametrize("init", [None, _own_handle_in_worker])
-def test_encode_in_process_then_forked_dataloader(make_synth, tmp_path: Path, init) -> None:  # type: ignore[no-untyped-def]
+def test_encode_in_process_then_forked_dataloader(synthetic: Synthetic, tmp_path: Path, init) -> None:  # type: ignore[no-untyped-def]
     import torch.utils.data
 
     from benmm.data import BigEarthNetDataset, collate
 
-    store = encode(make_synth(pairs=8), tmp_path / "s.store", workers=1, progress=False)
+    store = encode(synthetic.archive(pairs=8), tmp_path / "s.store", workers=1, progress=False)
     held: list[BaseException] = []
     try:  # a traceback kept alive that still references a read transaction of the store
         with store.env().begin(buffers=True) as txn:

@@ -8,6 +8,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from benmm.synth import archive as synth
 from benmm.synth.geotiff import geotiff_bytes
 from benmm.synth.labels import sample_labels
 from benmm.synth.metadata import geo
+
+if TYPE_CHECKING:
+    from conftest import Synthetic
 
 S2_EXAMPLE, S1_EXAMPLE = "BigEarthNet-S2-Example", "BigEarthNet-S1-Example"
 
@@ -148,11 +152,11 @@ def test_v1_reader_finds_no_problem(synth_v1_root: Path) -> None:
     assert splits["train"] > splits["val"] > 0 and splits["test"] > 0
 
 
-def test_reben_layout_matches_the_published_sample(reben_sample_root: Path, make_synth) -> None:  # type: ignore[no-untyped-def]
+def test_reben_layout_matches_the_published_sample(reben_sample_root: Path, synthetic: Synthetic) -> None:
     import lmdb
     from safetensors.numpy import load
 
-    root = make_synth(pairs=40, seed=3, layout="reben")
+    root = synthetic.archive(pairs=40, seed=3, layout="reben")  # shared with test_dataset: read only
     assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in reben_sample_root.iterdir())
     assert sorted(p.name for p in (root / synth.LMDB_DIR).iterdir()) == ["data.mdb"]
     frames = []
@@ -178,11 +182,12 @@ def test_reben_layout_matches_the_published_sample(reben_sample_root: Path, make
     def header(raw: bytes) -> bytes:  # safetensors: u64 length + JSON (names, dtypes, shapes, offsets)
         return raw[8:8 + int.from_bytes(raw[:8], "little")]
 
-    from benmm.store.lmdbenv import shared_env  # py-lmdb allows one handle per file per process
+    from benmm.store.lmdbenv import close_env, shared_env  # py-lmdb: one handle per file and process
 
     sample_env = shared_env(reben_sample_root / synth.LMDB_DIR)
     with sample_env.begin() as txn:
         sample = {k[:2]: header(v) for k, v in txn.cursor()}
+    close_env(root / synth.LMDB_DIR)  # the shared archive may be open as a store in this process
     env = lmdb.open(str(root / synth.LMDB_DIR), readonly=True, lock=False)
     with env.begin() as txn:
         assert txn.stat()["entries"] == 80
@@ -390,7 +395,7 @@ def test_interrupted_run_leaves_no_archive(tmp_path: Path, monkeypatch: pytest.M
     dst = tmp_path / "arc"
     with pytest.raises(KeyboardInterrupt):
         synth.synthesize(dst, pairs=6, workers=1)
-    assert not dst.exists() and (tmp_path / "arc.partial").is_dir()
+    assert not dst.exists() and not (tmp_path / "arc.partial").exists()  # a failed run cleans up
     from benmm.archive import open_archive
 
     with pytest.raises(BenmmError):

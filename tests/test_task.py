@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pytest
@@ -16,17 +16,16 @@ from benmm.train.fit import TrainError, check_splits, train
 from benmm.train.recipes import RecipeError, list_recipes, load_recipe
 from benmm.train.task import load_checkpoint, name_hash
 
+if TYPE_CHECKING:
+    from conftest import Synthetic
+
 TINY = ["model.width=4", "model.embed=16", "batch_size=16", "epochs=1", "log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic reBEN-layout archive (a store as published): 150 pairs, seeded."""
-    from benmm.synth.archive import synthesize
-
-    root = tmp_path_factory.mktemp("task") / "reben"
-    synthesize(root, pairs=150, seed=1, layout="reben", workers=1)
-    return root
+def store(synthetic: Synthetic) -> Path:
+    """A synthetic reBEN-layout archive (a store as published): 150 pairs, seeded (shared: read only)."""
+    return synthetic.archive(pairs=150, seed=1, layout="reben")
 
 
 @pytest.fixture(scope="module")

@@ -321,3 +321,18 @@ class V1Archive:
     def __repr__(self) -> str:
         return f"V1Archive({str(self.root)!r}, pairs={len(self)})"
 
+
+def pair_of_patch_folder(path: str | os.PathLike[str]) -> Pair:
+    """The pair of one v1 patch folder (S2 or S1): its archive root is two levels up
+    (``<root>/<S2 or S1 folder>/<patch>``), so the partner of the other modality is found as the archive
+    pairs it. :class:`ArchiveError` when the folder does not sit in such a tree."""
+    folder = Path(path)
+    root = folder.parent.parent
+    try:
+        arc = V1Archive(root)
+        name = arc.pair_name(folder.name)
+    except (ArchiveError, KeyError):
+        raise ArchiveError(f"{folder}: a patch folder must sit in a v1 archive (<root>/BigEarthNet-v1.0/"
+                           "<patch> with the S1 partner in <root>/BigEarthNet-S1-v1.0/) so both "
+                           "modalities can be read") from None
+    return arc[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from benmm.errors import RetrievalError
+from benmm.errors import ArchiveError, RetrievalError
 from benmm.progress import progress_bar
 
 console = Console()
@@ -175,7 +176,16 @@ def search(
         embedder, note = _open_embedder(ix.source.get("checkpoint"), ix.source)
         if embedder is None:
             raise RetrievalError(f"{index_dir}: cannot embed a new patch: {note}")
-        bands = check_bands(read_patch_file(patch), embedder.bands)  # type: ignore[arg-type]
+        assert patch is not None
+        found = None
+        if patch.is_dir() and any(patch.glob("*_labels_metadata.json")):  # a v1 patch folder in its tree:
+            from benmm.archive.v1 import pair_of_patch_folder  # the partner is found as `predict` does
+
+            with contextlib.suppress(ArchiveError):  # outside a v1 tree: the folder's own bands
+                found = pair_of_patch_folder(patch).bands
+        if found is None:
+            found = read_patch_file(patch)
+        bands = check_bands(found, embedder.bands)
         dist, idx = ix.search(embedder(bands), k)
         qlabels, title = [], str(patch)
     hits = ix.hits(dist[0], idx[0])
@@ -279,9 +289,15 @@ def serve(
     """Serve INDEX: the web page at http://HOST:PORT/ and the JSON API under /api."""
     from benmm.retrieval.service.app import serve as run
 
-    console.print(f"benmm retrieval on [bold]http://{host}:{port}/[/]  (Ctrl+C to stop)")
+    def announce(notes: dict[str, str | None]) -> None:
+        console.print(f"benmm retrieval on [bold]http://{host}:{port}/[/]  (Ctrl+C to stop)")
+        for what, note in notes.items():
+            if note:
+                console.print(f"[yellow]warning:[/] {what} are off: {note}", highlight=False)
+
     run(
         index_dir,
+        announce=announce,
         host=host,
         port=port,
         search_threads=search_threads,

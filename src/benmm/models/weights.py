@@ -41,8 +41,11 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file or pickled objects we refuse to run
-        raise ModelError(f"{p}: not a readable checkpoint or state dict ({type(exc).__name__}: {exc}); "
-                         "was it written completely?") from None
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in text:  # torch's page of advice: say what it means here
+            text = "it is damaged, or holds pickled objects that benmm never runs (only tensors and values)"
+        raise ModelError(f"{p}: not a readable checkpoint or state dict ({text}); was it written "
+                         "completely?") from None
     if not isinstance(raw, dict):
         raise ModelError(f"{p}: not a state dict or checkpoint")
     if "state_dict" in raw and isinstance(raw["state_dict"], dict):  # Lightning checkpoint

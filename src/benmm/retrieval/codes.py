@@ -38,7 +38,9 @@ def _check_bits(bits: int, dim: int, n: int) -> None:
     if bits < 8 or bits % 8:
         raise RetrievalError(f"code length must be a positive multiple of 8 bits, got {bits}")
     if bits > dim:
-        raise RetrievalError(f"{bits}-bit codes need embeddings of at least {bits} dimensions, got {dim}")
+        fit = max(8, dim - dim % 8)
+        raise RetrievalError(f"{bits}-bit codes need embeddings of at least {bits} dimensions, got {dim}; "
+                             f"use --bits {fit} (or fewer, a multiple of 8), or --kind flat")
     if n < 2:
         raise RetrievalError(f"fitting binary codes needs at least 2 embeddings, got {n}")
 

@@ -152,16 +152,9 @@ def _archive_pairs(path: Path) -> tuple[Iterator[Any], int]:
     except ArchiveError:
         if not any(path.glob("*_labels_metadata.json")):
             raise
-    # a patch folder: its archive root is two levels up (<root>/<S2 or S1 folder>/<patch>)
-    root = path.parent.parent
-    try:
-        arc = open_archive(root)
-        name = arc.pair_name(path.name)
-    except (ArchiveError, AttributeError, KeyError):
-        raise ArchiveError(f"{path}: a patch folder must sit in a v1 archive (<root>/BigEarthNet-v1.0/<patch>"
-                           " with the S1 partner in <root>/BigEarthNet-S1-v1.0/) so both modalities "
-                           "can be read") from None
-    return iter([arc[name]]), 1
+    from benmm.archive.v1 import pair_of_patch_folder
+
+    return iter([pair_of_patch_folder(path)]), 1
 
 
 def predict(checkpoint: str | Path, path: str | Path, batch_size: int = 64, workers: int = 0,

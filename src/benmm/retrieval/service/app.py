@@ -68,7 +68,7 @@ def _open_store(path: str | None) -> tuple[PatchSource | None, str | None]:
 
         return Store.open(path), None
     except (BenmmError, OSError) as exc:
-        return None, f"store {path} cannot be opened: {exc}"
+        return None, f"store {path} cannot be opened ({_one_line(exc)}); serve with --store PATH"
 
 
 def _open_embedder(
@@ -88,7 +88,13 @@ def _open_embedder(
 
         return CheckpointEmbedder(path), None
     except (BenmmError, OSError) as exc:
-        return None, f"checkpoint {path} cannot be loaded: {exc}"
+        return None, f"checkpoint {path} cannot be loaded ({_one_line(exc)}); serve with --checkpoint PATH"
+
+
+def _one_line(exc: BaseException, width: int = 200) -> str:
+    """The first line of an error (torch's unpickling errors run to a page), shortened."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 class _PngCache:
@@ -147,6 +153,7 @@ def create_app(
     all_names: list[str] = list(ix.names) + ([] if ix.extra_items is None else list(ix.extra_items["name"]))
 
     app = FastAPI(title="benmm retrieval", version=__version__, docs_url="/api/docs", redoc_url=None)
+    app.state.notes = {"thumbnails": store_note, "uploads": emb_note}  # what is off, and why (one line each)
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Any:
@@ -286,7 +293,8 @@ def create_app(
 
 
 def serve(
-    index: str | Path, host: str = "127.0.0.1", port: int = 8000, search_threads: int = 1, **kwargs: Any
+    index: str | Path, host: str = "127.0.0.1", port: int = 8000, search_threads: int = 1,
+    announce: Callable[[dict[str, str | None]], None] | None = None, **kwargs: Any
 ) -> None:
     """Run the app with uvicorn (blocks).
 
@@ -295,6 +303,8 @@ def serve(
     once oversubscribe the cores, and OpenMP's spinning barriers then cost far more than they gain
     (measured: 1-query binary search at 590k items, 3-6 ms with 1 thread vs 150-190 ms with 2 threads on a
     busy 2-core machine). Raise it for a single user on a many-core machine with a large float index.
+    ``announce(notes)`` is called once the index is loaded and the port is free, just before serving
+    (``notes``: what is switched off, e.g. thumbnails without a store, and why).
     """
     try:
         import uvicorn
@@ -303,4 +313,25 @@ def serve(
     import faiss
 
     faiss.omp_set_num_threads(max(1, search_threads))
-    uvicorn.run(create_app(index, **kwargs), host=host, port=port, log_level="warning")
+    app = create_app(index, **kwargs)  # a bad index fails here, before anything is announced
+    check_port(host, port)
+    if announce is not None:
+        announce(dict(app.state.notes))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken (or a host that is not this machine's) before the server starts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise RetrievalError(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise RetrievalError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server "
+                                 "running there? choose another --port") from None
