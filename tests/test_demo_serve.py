@@ -24,8 +24,10 @@ def stubbed(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(benmm.demo, "summary_table", lambda ctx: "summary")
     monkeypatch.setattr(benmm.demo, "examples_table", lambda ctx: "examples")
     monkeypatch.setattr(benmm.demo, "check_claims", lambda ctx: [])
-    monkeypatch.setattr(benmm.retrieval.demo, "serve_index",
-                        lambda index, host, port: seen.update(index=index, host=host, port=port))
+    def serve_index(index: str, host: str, port: int, announce: Any = None) -> None:
+        seen.update(index=index, host=host, port=port)
+
+    monkeypatch.setattr(benmm.retrieval.demo, "serve_index", serve_index)
     return seen
 
 

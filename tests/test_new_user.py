@@ -232,3 +232,31 @@ def test_serve_fails_before_its_banner_and_says_what_is_off(retrieval_index_dir:
     assert "warning: thumbnails are off: store" in text and "serve with --store PATH" in text, text
     assert "warning: uploads are off: checkpoint" in text and "serve with --checkpoint PATH" in text, text
     assert len(text) < 900 and "WeightsUnpickler" not in text  # one line each, not torch's page of text
+
+
+def test_the_flags_users_look_for(synthetic, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    store = synthetic.store(pairs=60, seed=0, layout="v1")
+    stats = tmp_path / "stats.json"
+    out = runner.invoke(app, ["stats", str(store.path), "--out", str(stats)])
+    assert out.exit_code == 0 and f"--stats {stats}" in _text(out), _text(out)  # what it tells users
+    run = tmp_path / "run"
+    out = runner.invoke(app, ["train", str(store.path), "--recipe", "demo", "--epochs", "1",
+                              "--out", str(run), "--labels", "43", "--order", "alphabetical",
+                              "--stats", str(stats), "-w", "0"])
+    assert out.exit_code == 0, _text(out)
+    data = json.loads((run / "recipe.json").read_text())["data"]
+    assert (data["labels"], data["order"], data["stats"]) == (43, "alphabetical", str(stats))
+    ckpt = run / "checkpoints" / "best.ckpt"
+    out = runner.invoke(app, ["evaluate", str(ckpt), str(store.path), "--split", "all", "--json",
+                              "--out", str(tmp_path / "ev")])
+    assert out.exit_code == 0, _text(out)
+    for args, message in (
+            (["train", str(store.path), "--bands", "", "--out", str(tmp_path / "r2")], "--bands is empty"),
+            (["train", str(store.path), "--labels", "42", "--out", str(tmp_path / "r3")],
+             "label sets are 19 and 43"),
+            (["stats", str(store.path), "--bands", "B2"], "did you mean 'B02'"),
+            (["predict", str(ckpt), str(store.path), "--threshold", "-1"], "greater than or equal to 0")):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2 and message in _text(out), (args, _text(out))

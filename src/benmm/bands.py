@@ -46,7 +46,9 @@ def _unknown(name: str) -> BandError:
     import difflib
 
     known = list(ALL_BANDS) + list(BAND_GROUPS)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    padded = f"B0{name[1:]}" if len(name) == 2 and name[0] in "bB" and name[1].isdigit() else None
+    close = ([padded.upper()] if padded and padded.upper() in ALL_BANDS
+             else difflib.get_close_matches(name, known, n=1, cutoff=0.5))
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return BandError(
         f"unknown band or band group {name!r}{hint}. Bands: {', '.join(ALL_BANDS)}; "

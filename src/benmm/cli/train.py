@@ -57,6 +57,12 @@ def train_cmd(
         help="Lightning strategy: auto, ddp, ddp_spawn, fsdp..."),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights init, data order and augmentation."),
+    labels: int | None = typer.Option(None, "--labels", help="Label set: 19 (the paper's nomenclature) or "
+                                      "43 (CLC Level-3, v1 stores only)."),
+    order: str | None = typer.Option(None, "--order", help="Class order of the outputs: official or "
+                                     "alphabetical (ConfigILM's)."),
+    stats: str | None = typer.Option(None, "--stats", help="Normalisation statistics: v1, or a FILE "
+                                     "written by `benmm stats`."),
 ) -> None:
     """Train a classifier on STORE with a recipe; CLI options override the recipe's settings."""
     from benmm.train.fit import TrainInterrupted, quiet_lightning, train
@@ -64,11 +70,21 @@ def train_cmd(
     sets = list(overrides)
     for key, value in (("model.name", model), ("model.modality", modality), ("model.fusion", fusion),
                        ("trainer.epochs", epochs), ("data.batch_size", batch_size), ("optim.lr", lr),
-                       ("trainer.precision", precision)):
+                       ("trainer.precision", precision), ("data.labels", labels), ("data.order", order),
+                       ("data.stats", stats)):
         if value is not None:
             sets.append(f"{key}={json.dumps(value)}")
+    if labels is not None and labels not in (19, 43):
+        raise BenmmError(f"--labels {labels}: the label sets are 19 and 43")
+    if order is not None and order not in ("official", "alphabetical"):
+        raise BenmmError(f"--order {order!r}: the class orders are official and alphabetical")
+    if stats is not None and stats != "v1" and not Path(stats).is_file():
+        raise BenmmError(f"--stats {stats}: no such file (give v1, or a file written by `benmm stats`)")
     if bands is not None:
         parts = [b.strip() for b in bands.split(",") if b.strip()]
+        if not parts:
+            raise BenmmError("--bands is empty: name bands or a group (e.g. s2-10m20m), or leave it out "
+                             "for every band of the modality")
         sets.append(f"model.bands={json.dumps(parts[0] if len(parts) == 1 else parts)}")
     quiet_lightning()
     try:
@@ -94,12 +110,13 @@ def evaluate_cmd(
     checkpoint: Path = typer.Argument(...,
         help="A checkpoint from benmm train (.ckpt or model.safetensors)."),
     store: Path = typer.Argument(..., help="The store to evaluate on."),
-    split: str = typer.Option("test", "--split", help="train, val (validation) or test."),
+    split: str = typer.Option("test", "--split", help="train, val (validation), test, or all."),
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Report folder (default: <checkpoint folder>/eval-<split>)."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Batch size."),
     workers: int = typer.Option(2, "--workers", "-w", min=0, help="DataLoader worker processes."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Decision threshold (default 0.5)."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
+                                           help="Decision threshold in [0, 1] (default 0.5)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate CHECKPOINT on a split of STORE: table, metrics.json, per-class CSV and PNG plots."""
@@ -136,7 +153,8 @@ def predict_cmd(
     path: Path = typer.Argument(..., help="A store, a v1/reBEN archive, or one v1 patch folder."),
     out: Path | None = typer.Option(None, "--out", "-o",
         help="Write probabilities to this .csv or .json file."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Decision threshold (default 0.5)."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
+                                           help="Decision threshold in [0, 1] (default 0.5)."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Batch size."),
     top: int = typer.Option(3, "--top", min=1, help="Labels shown per pair in the table."),
 ) -> None:
@@ -218,8 +236,8 @@ def demo_cmd(
             raise BenmmError("--serve needs the demo's retrieval index, which was not built (see above)")
         from benmm.retrieval.demo import serve_index
 
-        console.print(f"serving the demo index at http://{host}:{port}/ (Ctrl-C to stop)")
-        serve_index(ctx.retrieval["index"], host=host, port=port)
+        serve_index(ctx.retrieval["index"], host=host, port=port, announce=lambda notes: console.print(
+            f"serving the demo index at http://{host}:{port}/ (Ctrl-C to stop)"))
 
 
 def register(app: typer.Typer) -> None:

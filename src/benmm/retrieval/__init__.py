@@ -15,8 +15,7 @@ Names are imported lazily (FAISS, torch and FastAPI load only when used).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from benmm.lazy import lazy_getattr
 
 _EXPORTS = {
     "BinaryEncoder": "benmm.retrieval.codes",
@@ -38,7 +37,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'benmm.retrieval' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -93,9 +93,13 @@ def demo_step(ctx: Any) -> dict[str, Any]:
     }
 
 
-def serve_index(index: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Open the retrieval service on ``index`` (what ``benmm demo --serve`` calls; blocks)."""
+def serve_index(index: str | Path, host: str = "127.0.0.1", port: int = 8000,
+                announce: Any = None) -> None:
+    """Open the retrieval service on ``index`` (what ``benmm demo --serve`` calls; blocks). The banner
+    (or ``announce(notes)``) comes once the index is loaded and the port is free."""
     from benmm.retrieval.service.app import serve
 
-    Console().print(f"benmm retrieval on [bold]http://{host}:{port}/[/]  (Ctrl+C to stop)")
-    serve(index, host=host, port=port)
+    def banner(notes: dict[str, str | None]) -> None:
+        Console().print(f"benmm retrieval on [bold]http://{host}:{port}/[/]  (Ctrl+C to stop)")
+
+    serve(index, host=host, port=port, announce=announce or banner)

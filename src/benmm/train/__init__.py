@@ -5,8 +5,7 @@ Names load lazily (Lightning is heavy)."""
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from benmm.lazy import lazy_getattr
 
 _EXPORTS = {
     "train": "benmm.train.fit",
@@ -19,7 +18,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'benmm.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -63,24 +63,27 @@ def run_scores(model: Any, info: dict[str, Any], dm: Any, stage: str = "test", p
 def evaluate(checkpoint: str | Path, store: Any, split: str = "test", out: str | Path | None = None,
              batch_size: int = 64, workers: int = 2, threshold: float | None = None, progress: bool = True,
              plots: bool = True) -> EvalResult:
-    """Evaluate ``checkpoint`` on ``split`` of ``store`` (see the module docstring)."""
+    """Evaluate ``checkpoint`` on ``split`` of ``store`` (see the module docstring); ``split="all"``
+    (or None) scores every pair of the store's recommended set."""
     from benmm.archive.splits import normalize_split
 
     start = time.perf_counter()
-    split_name = normalize_split(split) or "test"
+    every = split is None or str(split).strip().lower() == "all"
+    split_name = None if every else normalize_split(split)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable report folder fails before the work
     model, info = load_checkpoint(checkpoint)
     dm = _datamodule(store, model, info, batch_size, workers, split=split_name)
     if len(dm.dataset(split_name)) == 0:
-        raise BenmmError(f"{dm.hparams.get('store')}: the {split_name} split has no samples to evaluate")
+        what = f"the {split_name} split" if split_name else "the store"
+        raise BenmmError(f"{dm.hparams.get('store')}: {what} has no samples to evaluate")
     dm.datasets["test"] = dm.dataset(split_name)  # trainer.test reads the "test" loader
     scores, targets = run_scores(model, info, dm, progress=progress)
     thr = float(info.get("threshold", 0.5) if threshold is None else threshold)
     names = list(info.get("class_names") or dm.label_names)
     metrics = compute_metrics(scores, targets, threshold=thr)
     rows = per_class_metrics(scores, targets, names, threshold=thr)
-    result = EvalResult(metrics=metrics, per_class=rows, split=split_name,
+    result = EvalResult(metrics=metrics, per_class=rows, split=split_name or "all",
                         seconds=time.perf_counter() - start, scores=scores, targets=targets)
     if out is not None:
         result.files = write_report(Path(out), result, names, checkpoint, info, plots=plots)
