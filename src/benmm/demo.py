@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +30,6 @@ DEMO_SEED: Final = 0
 DEMO_RECIPE: Final = "demo"
 #: (row label, modality) of the three demo models
 DEMO_RUNS: Final = (("S1", "s1"), ("S2", "s2"), ("S1+S2", "s1s2"))
-EXAMPLE_TARBALLS: Final = ("examples/BigEarthNet-S2-Example.tar.bz2",
-                           "examples/BigEarthNet-S1-Example.tar.bz2")
 #: bump whenever the synthetic archive's pixels change (2: B09 and S1 levels fixed), so caches rebuild
 CACHE_FORMAT: Final = 2
 
@@ -163,22 +160,9 @@ def train_and_evaluate(ctx: DemoContext, epochs: int | None, workers: int, progr
 
 def extract_examples(cache: Path) -> Path:
     """The 6 real example pairs shipped with benmm, extracted once into the cache."""
-    from benmm.resources import resource_path
+    from benmm.resources import extract_examples as extract
 
-    root = cache / "examples"
-    if (root / "BigEarthNet-S2-Example").is_dir() and (root / "BigEarthNet-S1-Example").is_dir():
-        return root
-    tmp = cache / "examples.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name in EXAMPLE_TARBALLS:
-        with tarfile.open(resource_path(name), "r:bz2") as tar:
-            tar.extractall(tmp, filter="data")
-    if root.exists():
-        shutil.rmtree(root)
-    tmp.rename(root)
-    return root
+    return extract(cache / "examples")
 
 
 def predict_examples(ctx: DemoContext) -> None:
