@@ -18,6 +18,7 @@ manifest names the store (thumbnails) and the checkpoint (embedding uploads).
 
 # no `from __future__ import annotations` here: FastAPI resolves the endpoint annotations at runtime
 import base64
+import json
 import random
 import time
 from collections import OrderedDict
@@ -97,6 +98,56 @@ def _one_line(exc: BaseException, width: int = 200) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+class BodyLimit:
+    """ASGI middleware bounding every POST body to ``max_bytes`` as it arrives: a declared
+    Content-Length over the limit is refused at once, and a chunked body (no Content-Length) is counted
+    chunk by chunk and cut off at the limit, so no more than the limit is ever read into the parsers.
+    The answer is then 413, whatever the application made of the truncated body."""
+
+    def __init__(self, app: Any, max_bytes: int, slack: int = 65536) -> None:
+        self.app, self.max_bytes, self.slack = app, max_bytes, slack  # slack: multipart headers
+
+    async def _refuse(self, send: Any, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes + self.slack
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, f"the upload is {int(declared)} bytes; at most {self.max_bytes} are "
+                                     "accepted")
+            return
+        state = {"read": 0, "over": False, "started": False}
+
+        async def bounded_receive() -> Any:
+            if state["over"]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["read"] += len(message.get("body", b""))
+                if state["read"] > limit:  # stop reading: the parser sees the body end here
+                    state["over"] = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            if state["over"]:  # whatever the app answered to the truncated body: 413, once
+                if message["type"] == "http.response.start" and not state["started"]:
+                    state["started"] = True
+                    await self._refuse(send, f"the upload is larger than {self.max_bytes} bytes, the limit")
+                return
+            await send(message)
+
+        await self.app(scope, bounded_receive, guarded_send)
+
+
 class _PngCache:
     """A small thread-safe LRU of rendered thumbnails (result grids ask for the same patches often)."""
 
@@ -155,16 +206,7 @@ def create_app(
     app = FastAPI(title="benmm retrieval", version=__version__, docs_url="/api/docs", redoc_url=None)
     app.state.notes = {"thumbnails": store_note, "uploads": emb_note}  # what is off, and why (one line each)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        # refuse an oversized upload before its body is read (multipart overhead allowed for)
-        length = request.headers.get("content-length", "")
-        if request.method == "POST" and length.isdigit() and int(length) > max_upload_bytes + 65536:
-            return JSONResponse(
-                {"detail": f"the upload is {length} bytes; at most {max_upload_bytes} are accepted"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -235,25 +277,30 @@ def create_app(
         t0 = time.perf_counter()
         check_k(k)
         data = await file.read(max_upload_bytes + 1)
-        try:
-            if len(data) > max_upload_bytes:
-                raise UploadError(f"the file is larger than {max_upload_bytes} bytes, the upload limit", 413)
-            bands = read_patch_bytes(data, file.filename or "", max_bytes=max_upload_bytes)
-            if embedder is None:
-                raise UploadError(f"this service cannot embed uploaded patches: {emb_note}", 400)
-            bands = check_bands(bands, embedder.bands)
-            emb = await run_in_threadpool(embedder, bands)
-            dist, idx = ix.search(emb, k)
-        except UploadError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        except RetrievalError as exc:
-            raise HTTPException(422, str(exc)) from None
-        try:
-            thumb = "data:image/png;base64," + base64.b64encode(png_bytes(render(bands), 120)).decode()
-        except RenderError:
-            thumb = None
-        query: dict[str, Any] = {"name": file.filename, "labels": [], "upload": True, "thumbnail": thumb}
-        return response(query, dist, idx, k, t0)
+
+        def work() -> dict[str, Any]:  # decoding, embedding, search, PNG: off the event loop
+            try:
+                if len(data) > max_upload_bytes:
+                    raise UploadError(f"the file is larger than {max_upload_bytes} bytes, the upload limit",
+                                      413)
+                bands = read_patch_bytes(data, file.filename or "", max_bytes=max_upload_bytes)
+                if embedder is None:
+                    raise UploadError(f"this service cannot embed uploaded patches: {emb_note}", 400)
+                bands = check_bands(bands, embedder.bands)
+                dist, idx = ix.search(embedder(bands), k)
+            except UploadError as exc:
+                raise HTTPException(exc.status, str(exc)) from None
+            except RetrievalError as exc:
+                raise HTTPException(422, str(exc)) from None
+            try:
+                thumb = "data:image/png;base64," + base64.b64encode(png_bytes(render(bands), 120)).decode()
+            except RenderError:
+                thumb = None
+            query: dict[str, Any] = {"name": file.filename, "labels": [], "upload": True, "thumbnail": thumb}
+            return response(query, dist, idx, k, t0)
+
+        result: dict[str, Any] = await run_in_threadpool(work)
+        return result
 
     @app.get("/api/patch/{name}.png")
     def patch_png(name: str, mode: str = "s2", size: int = 120) -> Response:
