@@ -1,4 +1,5 @@
-"""A bounded load test of `benmm serve` on loopback: 2,000 searches from 16 concurrent clients.
+"""A bounded load test of `benmm serve` on loopback: 2,000 searches from 16 concurrent clients, one in
+ten of them an upload of a patch file (decoded and embedded in the server's thread pool).
 
 The test asserts zero errors only (latency is machine-dependent and goes in the printed summary, not in
 an assertion). It stops by itself: a fixed number of requests and a wall-clock deadline.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ async def _load(
     clients: int,
     deadline_s: float,
     archive: int | None = None,
+    upload: bytes | None = None,
 ) -> dict[str, float | int]:
     """Run ``requests`` searches (random name, random k in 1..max_k) from ``clients`` concurrent clients.
 
@@ -36,7 +39,8 @@ async def _load(
     """
     archive = max_k if archive is None else archive
     rng = random.Random(0)
-    plan = [(rng.choice(names), rng.randint(1, max_k)) for _ in range(requests)]
+    plan = [(rng.choice(names), rng.randint(1, max_k), upload is not None and i % 10 == 9)
+            for i in range(requests)]
     latencies: list[float] = []
     errors: list[str] = []
     next_job = 0
@@ -45,14 +49,19 @@ async def _load(
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal next_job
         while next_job < len(plan) and time.monotonic() < stop:
-            name, k = plan[next_job]
+            name, k, is_upload = plan[next_job]
             next_job += 1
             t0 = time.perf_counter()
             try:
-                r = await http.get("/api/search", params={"name": name, "k": k})
+                if is_upload:
+                    r = await http.post("/api/search", params={"k": k},
+                                        files={"file": ("query.npz", upload or b"")})
+                else:
+                    r = await http.get("/api/search", params={"name": name, "k": k})
                 # an archive query is left out of its own results: one fewer when k = the archive size
                 body = r.json() if r.status_code == 200 else {}
-                ok = bool(body) and len(body["results"]) == min(k, archive - body["query"]["in_archive"])
+                own = 0 if is_upload else body.get("query", {}).get("in_archive", 0)
+                ok = bool(body) and len(body["results"]) == min(k, archive - own)
                 if not ok:
                     errors.append(f"{r.status_code} {r.text[:200]}")
             except httpx.HTTPError as exc:
@@ -77,13 +86,27 @@ async def _load(
     }
 
 
+def _npz_of(store_root: Path, name: str) -> bytes:
+    import io
+
+    from benmm.store import Store
+
+    buf = io.BytesIO()
+    np.savez(buf, **Store.open(store_root).read_pair(name))
+    return buf.getvalue()
+
+
 @pytest.mark.slow
-def test_load_zero_errors(retrieval_server: str) -> None:
+def test_load_zero_errors(retrieval_server: str, reben_sample_root: Path) -> None:
     health = httpx.get(f"{retrieval_server}/api/health").json()
+    assert health["upload"], health["upload_note"]
     names = httpx.get(f"{retrieval_server}/api/names", params={"limit": 200}).json()["names"]
-    stats = asyncio.run(_load(retrieval_server, names, health["max_k"], REQUESTS, CLIENTS, DEADLINE_S))
+    upload = _npz_of(reben_sample_root, names[0])
+    stats = asyncio.run(_load(retrieval_server, names, health["max_k"], REQUESTS, CLIENTS, DEADLINE_S,
+                              upload=upload))
     print(
-        f"\nload: {stats['requests']} searches, {CLIENTS} clients, {stats['wall_s']:.1f} s, "
+        f"\nload: {stats['requests']} searches (1 in 10 an upload), {CLIENTS} clients, "
+        f"{stats['wall_s']:.1f} s, "
         f"{stats['rps']:.0f} req/s, p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
         f"max {stats['max_ms']:.1f} ms, errors {stats['errors']}"
     )
