@@ -25,7 +25,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,6 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import (
     DataLoader,
     DistributedSampler,
-    RandomSampler,
     Sampler,
     SequentialSampler,
 )
@@ -53,6 +52,31 @@ if TYPE_CHECKING:
 TRANSFORM_ON = ("auto", "device", "worker")
 
 
+class EpochRandomSampler(Sampler[int]):
+    """The training order as a function of (seed, epoch) alone, so that a resumed run sees the orders an
+    uninterrupted one would. Epoch ``e`` is the ``e``-th pass of a :class:`RandomSampler` over a generator
+    seeded with ``seed`` (exactly the orders of one sampler kept across epochs: a RandomSampler pass draws
+    two permutations, the second cut to nothing, as torch's does); Lightning calls :meth:`set_epoch`
+    before each epoch (a resumed fit starts at the checkpoint's epoch), and without it each pass moves
+    to the next epoch. Replaying the earlier draws costs ~5 ms per 500k pairs and epoch."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(2 * self.epoch):  # the earlier epochs' draws, to reach this epoch's state
+            torch.randperm(self.n, generator=generator)
+        self.epoch += 1
+        yield from torch.randperm(self.n, generator=generator).tolist()
+
+
 class BigEarthNetDataModule(L.LightningDataModule):
     """Train/val/test/predict loaders over one store (see the module docstring for the details).
 
@@ -66,7 +90,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
     def __init__(self, store: Store | str | Path, modality: str = "s1s2",
                  bands: str | Iterable[str] | None = None, batch_size: int = 64, num_workers: int = 2,
                  resample: str = "bilinear", labels: int = 19, order: str = "official",
-                 stats: str | Path | BandStats | None = "v1", augment: bool = False, seed: int = 0,
+                 stats: str | Path | BandStats | Mapping[str, Any] | None = "v1", augment: bool = False,
+                 seed: int = 0,
                  keep_native: bool = False, recommended: bool = True,
                  countries: Iterable[str] | str | None = None, seasons: Iterable[str] | str | None = None,
                  pin_memory: bool | None = None, persistent_workers: bool | None = None,
@@ -147,7 +172,7 @@ class BigEarthNetDataModule(L.LightningDataModule):
                                           seed=self.seed, drop_last=self.drop_last)
             return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         if train:
-            return RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+            return EpochRandomSampler(len(dataset), self.seed)
         return SequentialSampler(dataset)
 
     def transform_in_workers(self) -> bool:

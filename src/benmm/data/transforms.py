@@ -78,9 +78,15 @@ def resample(x: torch.Tensor, size: int = GRID, mode: str = "bilinear", align_co
     return out.squeeze(0) if squeeze else out
 
 
-def _resolve_stats(stats: str | Path | BandStats | None) -> BandStats | None:
+def _resolve_stats(stats: str | Path | BandStats | Mapping[str, Any] | None) -> BandStats | None:
+    """Statistics by name, file, object, or as the values themselves (what checkpoints carry)."""
     if stats is None or isinstance(stats, BandStats):
         return stats
+    if isinstance(stats, Mapping):
+        try:
+            return BandStats.from_json(dict(stats))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransformError(f"band statistics values are malformed ({exc})") from None
     return load_stats(str(stats))
 
 
@@ -139,7 +145,7 @@ class BatchTransform:
     """
 
     def __init__(self, bands: str | Iterable[str] | None = None, resample: str = "bilinear",
-                 stats: str | Path | BandStats | None = "v1", augment: bool = False,
+                 stats: str | Path | BandStats | Mapping[str, Any] | None = "v1", augment: bool = False,
                  keep_native: bool = False, seed: int = 0, align_corners: bool = False) -> None:
         self.bands = resolve_bands(ALL_BANDS if bands is None else bands)
         self.resample = check_resample(resample)

@@ -100,9 +100,11 @@ def datamodule_for(store: Any, model: Any, recipe: dict[str, Any], workers: int,
 
 
 def data_info(dm: Any, recipe: dict[str, Any]) -> dict[str, Any]:
-    d = recipe["data"]
     return {"labels": dm.num_classes, "order": dm.order, "class_names": list(dm.label_names),
-            "resample": dm.resample, "stats": d.get("stats", "v1"),
+            "resample": dm.resample,
+            # the statistics' values, not their name or file: a checkpoint must not depend on a file
+            # elsewhere, nor change when it does
+            "stats": None if dm.eval_transform.stats is None else dm.eval_transform.stats.to_json(),
             "keep_native": dm.eval_transform.keep_native,
             "recipe": recipe.get("name"), "store": str(dm.hparams.get("store", ""))}
 
@@ -168,7 +170,7 @@ def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: 
     trainer = make_trainer(out, rec, devices=devices, num_nodes=num_nodes, strategy=strategy,
                            accelerator=accelerator, progress=progress, **trainer_kwargs)
     if resume is not None:
-        _check_resume(resume, model)
+        _check_resume(resume, model, task.hparams["data"])
     log = out / "metrics.csv"
     old_log = log.read_text(encoding="utf-8") if resume is not None and log.is_file() else None
     try:
@@ -199,10 +201,25 @@ def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: 
                        seconds=time.perf_counter() - start, train_samples=len(dm.dataset("train")))
 
 
-def _check_resume(path: str | Path, model: Any) -> None:
+#: the data settings a resumed run must share with its checkpoint (another class order or statistics would
+#: silently train a head whose classes or inputs moved)
+RESUME_DATA_KEYS = ("labels", "order", "class_names", "resample", "stats", "keep_native")
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "stats" and value is not None:
+        from benmm.data.transforms import _resolve_stats
+
+        resolved = _resolve_stats(value)  # an older checkpoint may name them ("v1")
+        return None if resolved is None else resolved.to_json()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _check_resume(path: str | Path, model: Any, data: dict[str, Any]) -> None:
     from benmm.models.weights import read_file
 
     _, extra = read_file(path)
+    saved = (extra.get("hyper_parameters") or {}).get("data") or {}
     spec = (extra.get("hyper_parameters") or {}).get("model_spec")
     if spec is None:
         raise TrainError(f"{path}: not a benmm training checkpoint; resume needs a .ckpt from benmm train")
@@ -212,6 +229,19 @@ def _check_resume(path: str | Path, model: Any) -> None:
         theirs = ", ".join(f"{k}={spec.get(k)}" for k in diff)
         ours = ", ".join(f"{k}={mine.get(k)}" for k in diff)
         raise TrainError(f"{path}: checkpoint of another model ({theirs}; this run: {ours})")
+    moved = [k for k in RESUME_DATA_KEYS if _comparable(k, saved.get(k)) != _comparable(k, data.get(k))]
+    if moved:
+        def show(k: str, v: Any) -> str:
+            if k == "stats" and isinstance(v, dict):
+                return f"stats={v.get('name')}"
+            if k == "class_names" and v:
+                return f"class_names=[{len(v)} names, first {v[0]!r}]"
+            return f"{k}={v}"
+
+        theirs = ", ".join(show(k, saved.get(k)) for k in moved)
+        ours = ", ".join(show(k, data.get(k)) for k in moved)
+        raise TrainError(f"{path}: the checkpoint was trained with other data settings ({theirs}; this run: "
+                         f"{ours}); resume with the same settings, or train anew into another --out")
 
 
 def _merge_logs(log: Path, old_text: str) -> None:
