@@ -368,8 +368,9 @@ def test_bad_input(tmp_path: Path) -> None:
     with pytest.raises(synth.SynthError, match=r"not empty.*--overwrite"):
         synth.synthesize(busy, pairs=2, workers=1)
     assert (busy / "keep.txt").read_text() == "mine"
-    synth.synthesize(busy, pairs=2, workers=1, overwrite=True)
-    assert not (busy / "keep.txt").exists() and (busy / synth.S2_ROOT).is_dir()
+    with pytest.raises(synth.SynthError, match="--overwrite only replaces an archive"):
+        synth.synthesize(busy, pairs=2, workers=1, overwrite=True)  # not an archive: never deleted
+    assert (busy / "keep.txt").read_text() == "mine"
     file = tmp_path / "file"
     file.write_text("")
     with pytest.raises(synth.SynthError, match="not a folder"):

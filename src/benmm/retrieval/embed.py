@@ -348,9 +348,22 @@ def embed_store(
                 str(tmp),
                 metadata={"first": names[rows[0]], "last": names[rows[-1]]},
             )
-    if not all((parts / f"{c:06d}.safetensors").is_file() for c in range(n_chunks)):
-        return None
-    return _assemble(root, ds, names, info, n_chunks)
+    return _assemble_once(root, ds, names, info, n_chunks)
+
+
+def _assemble_once(root: Path, ds: Any, names: list[str], info: dict[str, Any], n_chunks: int
+                   ) -> EmbeddingSet | None:
+    """Assemble the parts when all are there, exactly once: shards finishing together take a lock on
+    the folder, and whoever comes second finds the embeddings complete (and ``parts/`` gone)."""
+    import fcntl
+
+    with open(root / ".assemble.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if (root / INFO).is_file() and json.loads((root / INFO).read_text()).get("complete"):
+            return EmbeddingSet.load(root)  # another shard assembled them meanwhile
+        if not all((root / PARTS / f"{c:06d}.safetensors").is_file() for c in range(n_chunks)):
+            return None
+        return _assemble(root, ds, names, info, n_chunks)
 
 
 def _assemble(root: Path, ds: Any, names: list[str], info: dict[str, Any], n_chunks: int) -> EmbeddingSet:

@@ -57,6 +57,13 @@ DEFAULT_BITS: Final = 128
 HNSW_DEFAULTS: Final = {"m": 32, "ef_construction": 100, "ef_search": 64}
 
 
+def _is_index_dir(path: Path) -> bool:
+    try:
+        return bool(json.loads((path / MANIFEST).read_text()).get("format") == FORMAT)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _sha256(path: Path) -> str:
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
@@ -221,6 +228,9 @@ class RetrievalIndex:
         dst = Path(path)
         if dst.exists() and not overwrite:
             raise RetrievalError(f"{dst} already exists: choose another output or pass overwrite/--overwrite")
+        if dst.exists() and not _is_index_dir(dst):  # --overwrite replaces an index, nothing else
+            raise RetrievalError(f"{dst} exists and is not a benmm index (no {MANIFEST} of format {FORMAT}); "
+                                 "--overwrite only replaces an index: choose another output")
         tmp = dst.with_name(f".{dst.name}.tmp-{time.time_ns()}")
         tmp.mkdir(parents=True)
         try:

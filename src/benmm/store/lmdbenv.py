@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import lmdb
 
@@ -31,6 +32,9 @@ _ENVS: dict[str, tuple[tuple[int, int], lmdb.Environment]] = {}  # path -> (data
 _ENVS_PID = os.getpid()
 
 
+_LOCK = threading.RLock()
+
+
 def shared_env(path: str | os.PathLike[str]) -> lmdb.Environment:
     """This process's read-only environment of ``path`` (py-lmdb allows one per file and process).
 
@@ -38,6 +42,11 @@ def shared_env(path: str | os.PathLike[str]) -> lmdb.Environment:
     fork, see the module docstring); a store deleted and written again at the same path gets a fresh
     handle. Raises :class:`StoreError` when the folder is not a readable LMDB.
     """
+    with _LOCK:  # threads of one process (a service, parallel shards) share the one handle
+        return _shared_env(path)
+
+
+def _shared_env(path: str | os.PathLike[str]) -> lmdb.Environment:
     _check_pid()
     key = os.path.realpath(path)
     try:

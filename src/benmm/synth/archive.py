@@ -273,6 +273,19 @@ def _check_args(dst: Path, pairs: int, layout: str, overwrite: bool) -> None:
         raise SynthError(f"{dst} exists and is not a folder; choose another destination")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise SynthError(f"{dst} exists and is not empty; choose an empty or new folder, or pass --overwrite")
+    if dst.is_dir() and any(dst.iterdir()) and overwrite and not _is_archive(dst):
+        raise SynthError(f"{dst} is not a BigEarthNet archive; --overwrite only replaces an archive (v1 or "
+                         "reBEN layout): choose an empty or new folder")
+
+
+def _is_archive(path: Path) -> bool:
+    from benmm.archive import archive_kind
+    from benmm.errors import ArchiveError
+
+    try:
+        return archive_kind(path) in ("v1", "reben")
+    except ArchiveError:
+        return False
 
 
 def _chunks(specs: Sequence[PairSpec], size: int) -> Iterator[list[PairSpec]]:
