@@ -78,8 +78,7 @@ def retrieval_server(retrieval_index_dir: Path):  # type: ignore[no-untyped-def]
     import sys
     import time
 
-    httpx = pytest.importorskip("httpx")
-    pytest.importorskip("uvicorn", reason="the service needs the `serve` extra (uvicorn)")
+    import httpx  # the dev extra installs the service's packages: a broken install fails, never skips
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])

@@ -19,8 +19,6 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-pytest.importorskip("uvicorn", reason="the service needs the `serve` extra (uvicorn)")
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from benmm.data import BigEarthNetDataModule
+from benmm.data.transforms import TransformError
 from benmm.errors import BandError, LabelError
 from benmm.store import Store
 
@@ -46,7 +47,7 @@ def test_options_are_checked_up_front(reben: Store) -> None:
         BigEarthNetDataModule(reben, modality="sar")
     with pytest.raises(LabelError, match="19, 43"):
         BigEarthNetDataModule(reben, labels=10)
-    with pytest.raises(Exception, match="nearest, bilinear, bicubic"):
+    with pytest.raises(TransformError, match="nearest, bilinear, bicubic"):
         BigEarthNetDataModule(reben, resample="area")
     with pytest.raises(BandError, match="v1"):
         BigEarthNetDataModule(reben, stats="no-such-stats")
@@ -98,7 +99,7 @@ def test_worker_and_device_transforms_give_the_same_batches(reben: Store) -> Non
         assert wb["name"] == db["name"]
         torch.testing.assert_close(wb["s2"], db["s2"])
         torch.testing.assert_close(wb["s1"], db["s1"])
-    with pytest.raises(Exception, match="device, worker"):
+    with pytest.raises(TransformError, match="device, worker"):
         BigEarthNetDataModule(reben, transform_on="gpu")
 
 

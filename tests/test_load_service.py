@@ -12,10 +12,9 @@ import random
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-
-httpx = pytest.importorskip("httpx")
 
 REQUESTS = 2000
 CLIENTS = 16

@@ -113,7 +113,8 @@ def test_perfect_and_baseline() -> None:
     perfect = compute_metrics(target * 0.9 + 0.05, target)
     assert perfect["ap_macro"] == pytest.approx(1.0)
     assert perfect["f1_micro"] == pytest.approx(1.0)
-    assert perfect["one_error"] == pytest.approx(0.0) or target.sum(1).min() == 0
+    # a sample without labels always has a wrong top-1 label: one-error = the share of such samples
+    assert perfect["one_error"] == pytest.approx(float(np.mean(target.sum(1) == 0)))
     base = label_frequency_scores(target, 100)
     assert base.shape == (100, 5)
     m = compute_metrics(base, target)
@@ -126,3 +127,21 @@ def test_bad_shapes() -> None:
         compute_metrics(np.zeros((3, 2)), np.zeros((3, 3)))
     with pytest.raises(BenmmError, match="no samples"):
         compute_metrics(np.zeros((0, 2)), np.zeros((0, 2)))
+
+
+def test_macro_conventions_with_a_class_absent_from_targets_and_predictions() -> None:
+    """Macro P/R/F: every class counts, an absent one as 0 (scikit-learn's zero_division=0); macro AP:
+    only classes with a positive."""
+    from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+
+    from benmm.train.metrics import compute_metrics as cm
+
+    targets = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    probs = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.2], [0.7, 0.4, 0.3], [0.2, 0.1, 0.05]])
+    got = cm(probs, targets, threshold=0.5)
+    p, r, f, _ = precision_recall_fscore_support(targets, probs >= 0.5, average="macro", zero_division=0)
+    assert got["precision_macro"] == pytest.approx(p) and got["recall_macro"] == pytest.approx(r)
+    assert got["f1_macro"] == pytest.approx(f)
+    assert got["recall_macro"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)  # class 2 absent: counts as 0
+    ap = [average_precision_score(targets[:, c], probs[:, c]) for c in (0, 1)]
+    assert got["ap_macro"] == pytest.approx(np.mean(ap))  # class 2 has no positive: left out

@@ -62,7 +62,6 @@ def test_store_embeddings_match_single_patch_embeddings(
 def test_service_embeds_uploads_with_the_checkpoint(
     embedded: EmbeddingSet, tmp_path: Path, reben_sample_root: Path
 ) -> None:
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     from benmm.retrieval.service.app import create_app

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("fastapi", reason="the service needs the `serve` extra (fastapi)")
 import tifffile
 from fastapi.testclient import TestClient
 from PIL import Image

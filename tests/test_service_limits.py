@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 
-httpx = pytest.importorskip("httpx")
-uvicorn = pytest.importorskip("uvicorn")
-
-from benmm.retrieval.service import app as service  # noqa: E402
-from benmm.retrieval.service.upload import UploadError  # noqa: E402
+from benmm.retrieval.service import app as service
+from benmm.retrieval.service.upload import UploadError
 
 
 @contextlib.contextmanager

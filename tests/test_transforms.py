@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from benmm.bands import ALL_BANDS, BAND_SIZE, S2_BANDS, BandStats, stats_v1
 from benmm.data import BatchTransform, TransformError
 from benmm.data.transforms import transform_sample
+from benmm.errors import BandError
 
 B = 5
 
@@ -174,7 +175,7 @@ def test_stats_from_a_json_file(tmp_path) -> None:  # type: ignore[no-untyped-de
 def test_bad_options_and_mismatched_batches_are_typed_errors() -> None:
     with pytest.raises(TransformError, match="nearest, bilinear, bicubic"):
         BatchTransform(resample="lanczos")
-    with pytest.raises(Exception, match="B13"):
+    with pytest.raises(BandError, match="B13"):
         BatchTransform(bands=("B13",))
     batch = random_batch(7)
     with pytest.raises(TransformError, match="s2_20m"):

@@ -8,9 +8,12 @@ torchmetrics computes everything it has (P/R/F-beta micro/macro, Hamming, covera
 LRAP, AP). Hand-written, because torchmetrics lacks them: the sample-averaged P/R/F-beta (scikit-learn's
 ``average="samples"`` with ``zero_division=0``) and one-error. Conventions (documented, tested against
 scikit-learn): coverage is scikit-learn's ``coverage_error`` (the number of top-ranked labels needed to
-cover all true labels, >= 1); macro AP and macro P/R/F average over classes with at least one positive
-sample or one positive prediction (AP: positive samples only; a class absent from the evaluated set has
-no defined AP and is reported as NaN in the per-class table).
+cover all true labels, >= 1); macro P/R/F average over **all** classes, a class without positive
+samples or predictions scoring 0 (scikit-learn's ``average="macro"`` with ``zero_division=0``, and
+torchmetrics'); macro AP averages over the classes with at least one positive sample (a class absent
+from the evaluated set has no defined AP: NaN in the per-class table, left out of the mean). On a
+country or season subset where classes are absent, macro P/R/F are therefore lower than macro AP's
+coverage of classes would suggest; the per-class table shows which classes are absent.
 """
 
 from __future__ import annotations
