@@ -86,6 +86,10 @@ def train_cmd(
             raise BenmmError("--bands is empty: name bands or a group (e.g. s2-10m20m), or leave it out "
                              "for every band of the modality")
         sets.append(f"model.bands={json.dumps(parts[0] if len(parts) == 1 else parts)}")
+    from benmm.train.recipes import load_recipe
+
+    for note in load_recipe(recipe, sets)["notes"]:  # checks the recipe before anything else, too
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     quiet_lightning()
     try:
         result = train(store, out, recipe=recipe, overrides=sets, weights=weights, resume=resume,

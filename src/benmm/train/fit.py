@@ -23,9 +23,10 @@ from benmm.models import create_model
 from benmm.models.weights import export_safetensors
 from benmm.train.checkpoint_io import AtomicCheckpointIO
 from benmm.train.recipes import load_recipe
+from benmm.train.recipes.schema import MODEL_KEYS
 from benmm.train.task import MONITOR, ClassificationTask
 
-MODEL_OPTION_KEYS = ("name", "modality", "fusion", "bands")
+MODEL_OPTION_KEYS = MODEL_KEYS  # the model keys that are not options of the model
 
 
 class TrainError(BenmmError):
@@ -96,7 +97,8 @@ def datamodule_for(store: Any, model: Any, recipe: dict[str, Any], workers: int,
         store, modality=model.spec.modality, bands=model.spec.bands, batch_size=int(d.get("batch_size", 64)),
         num_workers=workers, resample=str(d.get("resample", "bilinear")), labels=int(d.get("labels", 19)),
         order=str(d.get("order", "official")), stats=d.get("stats", "v1"), augment=bool(d.get("augment")),
-        seed=seed, keep_native=bool(model.native_groups))
+        seed=seed, keep_native=bool(model.native_groups), recommended=bool(d.get("recommended", True)),
+        countries=d.get("countries"), seasons=d.get("seasons"))
 
 
 def data_info(dm: Any, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +136,8 @@ def make_trainer(out: Path, recipe: dict[str, Any], devices: Any = "auto", num_n
         logger=CSVLogger(save_dir=str(out), name="", version=""), callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0, enable_progress_bar=progress, enable_model_summary=False,
-        log_every_n_steps=int(t.get("log_every_n_steps", 10)), **kwargs)
+        log_every_n_steps=int(t.get("log_every_n_steps", 10)),
+        gradient_clip_val=float(t["gradient_clip_val"]) if t.get("gradient_clip_val") else None, **kwargs)
 
 
 def check_splits(dm: Any, splits: tuple[str, ...]) -> None:

@@ -14,14 +14,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from benmm.errors import BenmmError
+from benmm.train.recipes.schema import MODEL_KEYS, SCHEMA, RecipeError, validate
 
 SECTIONS: Final = ("model", "data", "optim", "trainer")
 _HERE = Path(__file__).parent
-
-
-class RecipeError(BenmmError):
-    """An unknown recipe, a malformed recipe file, or a bad override."""
+__all__ = ["RecipeError", "apply_overrides", "list_recipes", "load_recipe"]
 
 
 def list_recipes() -> list[str]:
@@ -72,7 +69,8 @@ def _split(item: str) -> tuple[str, str]:
 
 
 def _locate(recipe: dict[str, Any], key: str) -> tuple[str, str]:
-    known = {f"{s}.{k}" for s in SECTIONS for k in recipe.get(s, {})}
+    known = {f"{s}.{k}" for s in SECTIONS for k in recipe.get(s, {})} | {
+        f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys}
     if "." in key:
         section, field = key.split(".", 1)
         if f"{section}.{field}" in known or (section == "model" and field):
@@ -97,4 +95,23 @@ def load_recipe(name_or_path: str | Path = "reben",
         raise RecipeError(f"recipe {stem!r} lacks the section(s) {', '.join(missing)}")
     recipe = {"name": stem, "description": str(data.get("description", "")),
               **{s: dict(data[s]) for s in SECTIONS}}
-    return apply_overrides(recipe, overrides)
+    out = apply_overrides(recipe, overrides)
+    out["notes"] = _keep_options_of_their_model(recipe, out, overrides)
+    return validate(out)
+
+
+def _keep_options_of_their_model(recipe: dict[str, Any], out: dict[str, Any],
+                                 overrides: Iterable[str] | Mapping[str, Any]) -> list[str]:
+    """A recipe's model options were written for its model: when an override switches the model, the
+    recipe file's options are dropped (options given as overrides stay), and a note says which."""
+    if out["model"].get("name") == recipe["model"].get("name"):
+        return []
+    items = overrides.keys() if isinstance(overrides, Mapping) else [_split(o)[0] for o in overrides]
+    given = {k.split(".", 1)[-1] for k in items}
+    dropped = [k for k in recipe["model"] if k not in MODEL_KEYS and k not in given]
+    for key in dropped:
+        out["model"].pop(key, None)
+    if not dropped:
+        return []
+    return [f"model {out['model']['name']!r} instead of the recipe's {recipe['model'].get('name')!r}: its "
+            f"options {', '.join(dropped)} were written for that model and are not used"]
