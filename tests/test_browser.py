@@ -132,3 +132,34 @@ def test_label_filter_from_url(server: str, tmp_path: Path) -> None:
     dom.feed(run.stdout)
     assert [c["name"] for c in dom.cards] == want
     assert f"filter: {label} ({len(want)} shown)" in run.stdout
+
+
+def test_page_says_why_thumbnails_and_uploads_are_off(retrieval_index_dir: Path, tmp_path: Path) -> None:
+    """An index whose store has moved: the page says so in one line, with the fix, not 'no thumbnail'
+    on every card without a reason."""
+    import contextlib
+    import threading
+    import time
+
+    import uvicorn
+
+    from benmm.retrieval.service.app import create_app
+
+    app = create_app(retrieval_index_dir, store=str(tmp_path / "moved.store"), embedder=None)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        run = _chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(RuntimeError):
+            thread.join(10)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = " ".join(run.stdout.split())
+    assert "thumbnails are off: store" in text and "moved.store" in text, text[-3000:]
+    assert "serve with --store PATH" in text

@@ -177,6 +177,11 @@ async function init() {
     (h.bits ? ` (${h.bits}-bit codes)` : ` (${h.dim}-d, ${h.metric})`) +
     (h.query_items ? ` · ${h.query_items.toLocaleString()} query patches` : "");
   $("k").max = String(h.max_k);
+  // what the service cannot do, and why (one line each, from the server: e.g. "serve with --store PATH")
+  const notes = [h.thumbnails ? "" : `thumbnails are off: ${h.thumbnails_note}`,
+    h.upload ? "" : `uploads are off: ${h.upload_note}`].filter(Boolean);
+  $("notes").textContent = notes.join(" · ");
+  $("notes").hidden = notes.length === 0;
   $("upload-hint").textContent = h.upload ? `bands: ${h.upload_bands.join(" ")}` : (h.upload_note || "");
   $("upload-form").querySelector("button").disabled = !h.upload;
   const params = new URLSearchParams(location.search);
