@@ -244,9 +244,23 @@ def demo_cmd(
             f"serving the demo index at http://{host}:{port}/ (Ctrl-C to stop)"))
 
 
+def export_cmd(
+    run: Path = typer.Argument(..., help="A `benmm train` run folder (its best checkpoint) or a checkpoint."),
+    fmt: str = typer.Option("safetensors", "--format", "-f",
+        help="safetensors (benmm's, with everything a later use needs) or timm (the backbone alone)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The file to write (.safetensors)."),
+) -> None:
+    """Export a trained model: benmm's safetensors, or the timm backbone loadable by timm.create_model."""
+    from benmm.train.export import export
+
+    for path in export(run, fmt, out):
+        console.print(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)
+    app.command("export")(export_cmd)
     app.command("models")(models_cmd)
     app.command("demo")(demo_cmd)
