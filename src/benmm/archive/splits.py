@@ -329,4 +329,10 @@ def seasons(s2_names: Iterable[str]) -> list[str | None]:
 def _seasons(s2_names: tuple[str, ...]) -> tuple[str | None, ...]:
     table = _lookup()
     idx = table.indices(s2_names)
-    return tuple(table.value("season", int(i)) if i >= 0 else None for i in idx)
+    codes, values = table.codes["season"], table.values["season"]
+    if codes.dtype.kind == "f":  # a null season in the lists (never in the shipped ones): one by one
+        return tuple(table.value("season", int(i)) if i >= 0 else None for i in idx)
+    out = np.full(len(idx), None, dtype=object)
+    hit = idx >= 0
+    out[hit] = np.asarray(values, dtype=object)[codes[idx[hit]]]
+    return tuple(out.tolist())

@@ -156,6 +156,7 @@ class V2Archive:
         self.metadata = read_metadata(self.root, include_excluded)
         self._row = {name: i for i, name in enumerate(self.metadata["patch_id"])}
         self._alias: dict[str, str] | None = None
+        self._lmdb_checked: tuple[Problem | None] | None = None  # (problem,) once checked
 
     # -- lookup ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -309,14 +310,18 @@ class V2Archive:
         return problems
 
     def _lmdb_problem(self) -> Problem | None:
-        """Why the LMDB cannot be read at all (e.g. a truncated data.mdb), or None."""
-        if self.backend != "lmdb" or self.lmdb_dir is None:
-            return None
-        try:
-            _env(self.lmdb_dir)
-        except ArchiveError as exc:
-            return Problem(str(self.lmdb_dir / "data.mdb"), str(exc).removeprefix(f"{self.lmdb_dir}: "))
-        return None
+        """Why the LMDB cannot be read at all (e.g. a truncated data.mdb), or None; checked once (not
+        per validated pair: a broken LMDB would otherwise be opened again for every pair)."""
+        if self._lmdb_checked is None:
+            problem = None
+            if self.backend == "lmdb" and self.lmdb_dir is not None:
+                try:
+                    _env(self.lmdb_dir)
+                except ArchiveError as exc:
+                    problem = Problem(str(self.lmdb_dir / "data.mdb"),
+                                      str(exc).removeprefix(f"{self.lmdb_dir}: "))
+            self._lmdb_checked = (problem,)
+        return self._lmdb_checked[0]
 
     def archive_problems(self) -> list[Problem]:
         problem = self._lmdb_problem()

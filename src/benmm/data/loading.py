@@ -249,8 +249,7 @@ class RecyclingLoader(DataLoader):
         if method == "fork":  # buffers made here are inherited by every set of workers (see the view)
             if view.pre is None:
                 view.new_generation(self.num_workers)
-                rows = max(1, min(int(self.batch_size or 1), len(self.dataset)))  # type: ignore[arg-type]
-                view.preallocate(self.num_workers, rows)
+                view.preallocate(self.num_workers, int(self.batch_size or 1))
         elif not (self.persistent_workers and self._iterator is not None):
             view.new_generation(self.num_workers)  # before the workers start (spawn copies it)
         return Recycler(super().__iter__(), view)

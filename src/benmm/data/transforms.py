@@ -78,7 +78,7 @@ def resample(x: torch.Tensor, size: int = GRID, mode: str = "bilinear", align_co
     return out.squeeze(0) if squeeze else out
 
 
-def _resolve_stats(stats: str | Path | BandStats | Mapping[str, Any] | None) -> BandStats | None:
+def resolve_stats(stats: str | Path | BandStats | Mapping[str, Any] | None) -> BandStats | None:
     """Statistics by name, file, object, or as the values themselves (what checkpoints carry)."""
     if stats is None or isinstance(stats, BandStats):
         return stats
@@ -150,7 +150,7 @@ class BatchTransform:
         self.bands = resolve_bands(ALL_BANDS if bands is None else bands)
         self.resample = check_resample(resample)
         self.align_corners = bool(align_corners)
-        self.stats = _resolve_stats(stats)
+        self.stats = resolve_stats(stats)
         self.augment = bool(augment)
         self.keep_native = bool(keep_native)
         self.s2_bands, self.s1_bands = split_by_modality(self.bands)

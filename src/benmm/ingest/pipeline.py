@@ -1,4 +1,4 @@
-"""Archive -> store: parallel, validated, resumable, atomic (store layout: :mod:`benmm.store.reader`).
+"""Archive -> store: parallel, validated, resumable, atomic (store layout: :mod:`benmm.store.layout`).
 
 Worker processes read and validate a chunk of pairs, build the safetensors blobs and their SHA-256,
 and commit the chunk to LMDB themselves in one transaction together with its bookkeeping
@@ -45,6 +45,7 @@ PARAMS: Final = "params.json"
 LOCK: Final = "lock"
 COMMIT_PAIRS: Final = 32  # pairs per worker task = per LMDB transaction (~9 MB)
 BYTES_PER_PAIR: Final = 290_000  # S2 160,832 + S1 115,344 bytes + B-tree pages, for the first map size
+
 
 @dataclass
 class EncodeSummary:

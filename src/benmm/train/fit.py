@@ -211,9 +211,9 @@ RESUME_DATA_KEYS = ("labels", "order", "class_names", "resample", "stats", "keep
 
 def _comparable(key: str, value: Any) -> Any:
     if key == "stats" and value is not None:
-        from benmm.data.transforms import _resolve_stats
+        from benmm.data.transforms import resolve_stats
 
-        resolved = _resolve_stats(value)  # an older checkpoint may name them ("v1")
+        resolved = resolve_stats(value)  # an older checkpoint may name them ("v1")
         return None if resolved is None else resolved.to_json()
     return list(value) if isinstance(value, tuple) else value
 
