@@ -44,47 +44,26 @@ def test_embed_writes_vectors_items_and_info(emb_dir: Path, reben_sample_root: P
     assert not (emb_dir / "parts").exists()
 
 
-def test_embed_split_and_resume(tmp_path: Path, reben_sample_root: Path) -> None:
+def test_embed_split_side_and_refusals(tmp_path: Path, reben_sample_root: Path) -> None:
     out = tmp_path / "emb"
-    from benmm.retrieval.embed import embed_store
-
-    # an interrupted run: shard 0 of 2 did its chunks (0 and 2 of 3), shard 1 has not run yet
-    calls = []
-    res = embed_store(
-        "band-stats",
-        reben_sample_root,
-        out,
-        split="test",
-        recommended=False,
-        chunk=3,
-        shard=(0, 2),
-        on_progress=lambda d, t: calls.append((d, t)),
-    )
-    assert res is None and sorted((out / "parts").iterdir())  # shard 0 of 2 leaves the rest
-    done_parts = {p.name for p in (out / "parts").iterdir()}
-    assert done_parts == {"000000.safetensors", "000002.safetensors"}
-    r = invoke("embed", "band-stats", reben_sample_root, out, "--split", "test", "--all", "--shard", "1/2")
-    assert r.exit_code == 2 and "different model, split or chunk size" in r.output  # chunk differs (default)
-    res = embed_store(
-        "band-stats", reben_sample_root, out, split="test", recommended=False, chunk=3, shard=(1, 2)
-    )
-    assert res is not None and len(res) == 8 and set(res.items["split"]) == {"test"}
-    full = embed_store("band-stats", reben_sample_root, tmp_path / "one-go", split="test", recommended=False)
-    assert (
-        full is not None
-        and np.allclose(res.vectors, full.vectors)
-        and list(res.items.name) == list(full.items.name)
-    )
+    r = invoke("embed", "band-stats", reben_sample_root, out, "--split", "test", "--all", "--modality", "s1")
+    assert r.exit_code == 0 and "embedded 8 patches (s1)" in r.output, r.output
+    emb = EmbeddingSet.load(out)
+    assert set(emb.items["split"]) == {"test"} and emb.info["modality"] == "s1"
+    assert emb.vectors.shape == (8, 10)
     r = invoke("embed", "band-stats", reben_sample_root, out, "--split", "test")
     assert r.exit_code == 2 and "already holds finished embeddings" in r.output
+    (out / "embeddings.json").write_text(
+        (out / "embeddings.json").read_text().replace('"complete": true', '"complete": false'))
+    r = invoke("embed", "band-stats", reben_sample_root, out, "--split", "test", "--all", "--modality", "s2")
+    assert r.exit_code == 2 and "unfinished run of a different model, side or split" in r.output
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("embed", "no-such.ckpt", "STORE", "OUT"), "checkpoint no-such.ckpt not found"),
-        (("embed", "band-stats", "STORE", "OUT", "--shard", "3/2"), "shard must be i/n"),
-        (("embed", "band-stats", "STORE", "OUT", "--shard", "x"), "--shard must look like I/N"),
+        (("embed", "band-stats", "STORE", "OUT", "--modality", "s3"), "unknown modality 's3'"),
         (("embed", "band-stats", "STORE", "OUT", "--split", "bogus"), "bogus"),
     ],
 )

@@ -23,12 +23,11 @@ def _progress() -> Progress:
     return progress_bar(console, transient=True)
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise RetrievalError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    return i, n
+def _devices(value: str) -> Any:
+    """``--devices`` as ``benmm train`` spells it: auto, a count, or ids ``0,1``."""
+    if "," in value:
+        return [int(v) for v in value.split(",") if v.strip()]
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def embed(
@@ -41,6 +40,9 @@ def embed(
     out: Path = typer.Argument(
         ..., help="Output embeddings directory (resumed if it holds an unfinished run)."
     ),
+    modality: str | None = typer.Option(
+        None, "--modality", help="The side to embed: s1, s2 or s1s2 (default: the model's own)."
+    ),
     split: str | None = typer.Option(
         None, "--split", help="train, val/validation or test; default every split."
     ),
@@ -49,16 +51,19 @@ def embed(
     ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Patches per batch."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu, cuda, cuda:1."),
-    shard: str = typer.Option(
-        "0/1",
-        "--shard",
-        help="I/N: embed every N-th chunk starting at I (one process "
-        "per GPU/node on a shared output); the last one assembles.",
+    device: str = typer.Option("cpu", "--device", help="One torch device, e.g. cpu, cuda, cuda:1."),
+    accelerator: str | None = typer.Option(
+        None, "--accelerator", help="Lightning accelerator (cpu, gpu, auto); overrides --device."
     ),
+    devices: str | None = typer.Option(
+        None, "--devices", help="Lightning devices: a count, ids 0,1, or auto (one process per device)."
+    ),
+    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Lightning num_nodes (multi-node)."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ddp_spawn..."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Embed only the first N patches (trials)."),
 ) -> None:
-    """Embed every patch of STORE with MODEL into OUT (embeddings.npy + items.parquet + embeddings.json)."""
+    """Embed one side of every patch of STORE with MODEL into OUT (embeddings.npy [+ codes.npy] +
+    items.parquet + embeddings.json), through Lightning's predict loop; resumable."""
     from benmm.retrieval.embed import embed_store
 
     t0 = time.perf_counter()
@@ -73,19 +78,22 @@ def embed(
             num_workers=workers,
             device=device,
             recommended=not all_patches,
-            shard=_shard(shard),
             limit=limit,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            modality=modality,
+            accelerator=accelerator,
+            devices=None if devices is None else _devices(devices),
+            num_nodes=num_nodes,
+            strategy=strategy,
         )
     dt = time.perf_counter() - t0
-    if result is None:
-        console.print(
-            f"[yellow]shard {shard} done[/]; other shards still running — the last one assembles {out}"
-        )
+    if result is None:  # a rank other than the global zero: that one assembles and reports
         return
     n = len(result)
+    codes = f", {result.info['code_bits']}-bit codes" if result.codes is not None else ""
     console.print(
-        f"[green]embedded[/] {n:,} patches -> {out}  ({result.vectors.shape[1]}-d, "
+        f"[green]embedded[/] {n:,} patches ({result.modality}) -> {out}  "
+        f"({result.vectors.shape[1]}-d{codes}, "
         f"{dt:.1f} s, {n / max(dt, 1e-9):,.0f} patches/s)"
     )
 

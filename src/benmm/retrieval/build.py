@@ -103,7 +103,7 @@ def index_from_embeddings(
 ) -> RetrievalIndex:
     """Build an index from an embeddings directory (``benmm embed``), recording in the manifest the store,
     the checkpoint (or built-in embedder) and the model description that the service needs."""
-    from benmm.retrieval.embed import EmbeddingSet
+    from benmm.retrieval.embset import EmbeddingSet
 
     emb = embeddings if isinstance(embeddings, EmbeddingSet) else EmbeddingSet.load(embeddings)
     info = emb.info
@@ -114,6 +114,11 @@ def index_from_embeddings(
         "embedder": info.get("embedder"),
         "model": info.get("model"),
         "split": info.get("split"),
+        "modality": emb.modality,
+        "code_bits": info.get("code_bits"),
+        "store_hash": info.get("store_hash"),
+        "labels": info.get("labels"),
+        "order": info.get("order"),
     }
     return build_index(
         np.asarray(emb.vectors),

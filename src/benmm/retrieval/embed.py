@@ -1,21 +1,18 @@
 """Embeddings of store patches (``benmm embed``) and of single query patches (search, service uploads).
 
-An embeddings directory holds::
+The directory format is :mod:`benmm.retrieval.embset` (re-exported here). One run embeds one *side*
+(``modality``: ``s1``, ``s2`` or ``s1s2``) of every pair of a split; a model that makes binary codes
+(``model.code_bits`` not None) also gets ``codes.npy`` (``embedding > 0``, packed).
 
-    embeddings.npy    float32 [N, D] (memory-mappable), row i = items row i
-    items.parquet     name, labels (list of label names), split
-    embeddings.json   format, version, count, dim, embedder ("checkpoint" or "band-stats"), checkpoint path,
-                      store path, split, label set, model info
+The store is embedded through Lightning's predict loop (:mod:`benmm.retrieval.predict`): ``devices``,
+``num_nodes`` and ``strategy`` spread it over GPUs and nodes. It is resumable: parts of ``chunk`` rows are
+written atomically to ``parts/``; a restarted run (any number of ranks) embeds only the rows no part
+holds, and the global rank 0 assembles the final files once every row is there, exactly once each.
 
-Embedding is batched (the data package's batched loader, optional worker processes), shows progress,
-and is resumable: work is cut into chunks that are each written atomically to ``parts/`` and skipped
-when a run is restarted; the final files are assembled from the parts at the end. ``shard=(i, n)``
-embeds every n-th chunk only, so n processes (one per GPU or node) can share one store and one output
-directory; the last one to finish (or a run with ``--merge``) assembles the result.
-
-Two embedders: a trained checkpoint (``model.features(batch)`` after the checkpoint's own batch
-transform: bands, resampling, normalisation) and ``band-stats``, a training-free baseline of per-band
-statistics (mean, std, 10/50/90th percentiles of each normalised band) that needs no model at all.
+Two embedders: a trained checkpoint (``model.embed(batch, modality)`` where the model offers it, else
+``model.features(batch)`` for its own modality, after the checkpoint's own batch transform: bands,
+resampling, normalisation) and ``band-stats``, a training-free baseline of per-band statistics (mean,
+std, 10/50/90th percentiles of each normalised band) of the side's bands, that needs no model at all.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,96 +29,53 @@ import numpy as np
 import pandas as pd
 
 from benmm import __version__
-from benmm.atomic import atomic_open, atomic_path, atomic_write
-from benmm.bands import ALL_BANDS, stats_v1
+from benmm.atomic import atomic_write
+from benmm.bands import ALL_BANDS, MODALITIES, split_by_modality, stats_v1
 from benmm.errors import BenmmError, RetrievalError
+from benmm.retrieval.embset import (
+    FORMAT,
+    INFO,
+    ITEMS,
+    VECTORS,
+    VERSION,
+    EmbeddingSet,
+    write_embeddings,
+)
 
-FORMAT: Final = "benmm-embeddings"
-VERSION: Final = 1
-VECTORS: Final = "embeddings.npy"
-ITEMS: Final = "items.parquet"
-INFO: Final = "embeddings.json"
+__all__ = [
+    "FORMAT",
+    "INFO",
+    "ITEMS",
+    "VECTORS",
+    "VERSION",
+    "BandStatsEmbedder",
+    "CheckpointEmbedder",
+    "EmbeddingSet",
+    "embed_store",
+    "make_embedder",
+    "side_bands",
+    "write_embeddings",
+]
+
 PARTS: Final = "parts"
 CHUNK: Final = 8192
 BAND_STATS: Final = "band-stats"
 
 
-@dataclass
-class EmbeddingSet:
-    """Float embeddings with their items (name, labels, split) and a description."""
-
-    vectors: np.ndarray
-    items: pd.DataFrame
-    info: dict[str, Any]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @classmethod
-    def load(cls, path: str | Path, mmap: bool = True) -> EmbeddingSet:
-        root = Path(path)
-        if not (root / INFO).is_file():
-            raise RetrievalError(
-                f"{root}: not an embeddings directory (no {INFO}); make one with `benmm embed`"
-            )
-        try:
-            info = json.loads((root / INFO).read_text())
-        except json.JSONDecodeError as exc:
-            raise RetrievalError(f"{root / INFO}: corrupt ({exc})") from None
-        if info.get("format") != FORMAT or info.get("version") != VERSION:
-            raise RetrievalError(
-                f"{root}: unsupported embeddings format {info.get('format')} v{info.get('version')}"
-            )
-        if not info.get("complete", False) or not (root / VECTORS).is_file():
-            raise RetrievalError(
-                f"{root}: embedding did not finish; run the same `benmm embed` again to resume"
-            )
-        try:
-            vectors = np.load(root / VECTORS, mmap_mode="r" if mmap else None, allow_pickle=False)
-            items = pd.read_parquet(root / ITEMS)
-        except (OSError, ValueError) as exc:
-            raise RetrievalError(f"{root}: cannot read the embeddings ({exc})") from None
-        if vectors.ndim != 2 or len(vectors) != len(items) or len(items) != info.get("count"):
-            raise RetrievalError(
-                f"{root}: {len(items)} items but embeddings of shape {vectors.shape} "
-                f"(manifest count {info.get('count')}): the directory is inconsistent"
-            )
-        return cls(vectors, items, info)
+def side_bands(bands: tuple[str, ...], modality: str) -> tuple[str, ...]:
+    """The bands of ``bands`` that belong to one side (``s1``: VV/VH, ``s2``: the S2 bands, ``s1s2``: all)."""
+    s2, s1 = split_by_modality(bands)
+    return {"s1": s1, "s2": s2, "s1s2": s2 + s1}[modality]
 
 
-def write_embeddings(
-    path: str | Path, vectors: np.ndarray, items: pd.DataFrame, info: dict[str, Any], overwrite: bool = False
-) -> Path:
-    """Write an embeddings directory in one go (for embeddings computed elsewhere, tests, synthetic data)."""
-    root = Path(path)
-    if root.exists() and not overwrite and (root / INFO).exists():
-        raise RetrievalError(f"{root} already holds embeddings: choose another output or pass --overwrite")
-    root.mkdir(parents=True, exist_ok=True)
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) != len(items):
-        raise RetrievalError(f"embeddings {vectors.shape} do not match {len(items)} items")
-    _atomic_npy(root / VECTORS, vectors)
-    items.reset_index(drop=True).to_parquet(root / ITEMS, index=False)
-    full = {
-        "format": FORMAT,
-        "version": VERSION,
-        "benmm": __version__,
-        **info,
-        "count": len(items),
-        "dim": int(vectors.shape[1]),
-        "complete": True,
-    }
-    _atomic_text(root / INFO, json.dumps(full, indent=2, default=str))
-    return root
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, text)
-
-
-def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_open(path, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
+def _check_side(modality: str | None, have: tuple[str, ...], what: str) -> None:
+    if modality is not None and modality not in MODALITIES:
+        raise RetrievalError(f"unknown modality {modality!r}; valid: {', '.join(MODALITIES)}")
+    if modality is not None and modality not in have:
+        raise RetrievalError(
+            f"{what} embeds modalities {', '.join(have)}, not {modality!r}: choose --modality "
+            f"{' or '.join(have)}, or a model trained for {modality}"
+        )
 
 
 # ---------------------------------------------------------------------------------------- embedders
@@ -140,22 +93,31 @@ def _batch_from_bands(bands: Mapping[str, np.ndarray], wanted: tuple[str, ...]) 
 
 
 class BandStatsEmbedder:
-    """Training-free baseline: mean, std and 10/50/90th percentiles of every normalised band."""
+    """Training-free baseline: mean, std and 10/50/90th percentiles of every normalised band of a side."""
 
     name = BAND_STATS
     STATS: Final = 5
+    modalities: tuple[str, ...] = MODALITIES
+    code_bits: int | None = None
 
-    def __init__(self, bands: tuple[str, ...] = ALL_BANDS) -> None:
+    def __init__(self, bands: tuple[str, ...] = ALL_BANDS, modality: str | None = None) -> None:
         from benmm.bands import resolve_bands
 
-        self.bands = resolve_bands(bands)
+        _check_side(modality, self.modalities, "band-stats")
+        chosen = resolve_bands(bands)
+        self.bands = side_bands(chosen, modality) if modality else chosen
+        if not self.bands:
+            raise RetrievalError(f"band-stats: none of the bands {list(chosen)} is of modality {modality!r}")
+        s2, s1 = split_by_modality(self.bands)
+        self.modality = modality or ("s1s2" if s1 and s2 else "s1" if s1 else "s2")
         self.dim = self.STATS * len(self.bands)
         self.info: dict[str, Any] = {
             "name": BAND_STATS,
             "bands": list(self.bands),
             "labels": 19,
             "order": "official",
-            "modality": "s1s2",
+            "modality": self.modality,
+            "modalities": list(self.modalities),
         }
 
     def features(self, batch: Mapping[str, Any]) -> np.ndarray:
@@ -177,14 +139,26 @@ class BandStatsEmbedder:
         out = np.concatenate(cols, axis=1)
         return out.reshape(out.shape[0], -1).astype(np.float32)
 
+    def embed_batch(self, batch: Mapping[str, Any]) -> np.ndarray:
+        import torch
+
+        return self.features({k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()})
+
     def __call__(self, bands: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.features(_batch_from_bands(bands, self.bands))
 
 
-class CheckpointEmbedder:
-    """``model.features`` of a ``benmm train`` checkpoint, after the checkpoint's own batch transform."""
+def model_modalities(model: Any) -> tuple[str, ...]:
+    """``model.modalities`` (the embedding contract), else the classifier's own modality."""
+    have = getattr(model, "modalities", None)
+    return tuple(have) if have else (str(model.spec.modality),)
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+
+class CheckpointEmbedder:
+    """``model.embed(batch, modality)`` (or ``model.features`` for a classifier's own modality) of a
+    ``benmm train`` checkpoint, after the checkpoint's own batch transform."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", modality: str | None = None) -> None:
         import torch
 
         from benmm.data.transforms import BatchTransform
@@ -197,9 +171,15 @@ class CheckpointEmbedder:
             raise
         except Exception as exc:  # a damaged file surfaces as the reader library's own error type
             raise RetrievalError(f"{self.path}: cannot load the checkpoint ({exc})") from None
+        self.modalities = model_modalities(self.model)
+        _check_side(modality, self.modalities, f"model {self.path.name} ({self.info.get('name')})")
+        own = str(self.info.get("modality") or self.modalities[-1])
+        self.modality = modality or (own if own in self.modalities else self.modalities[-1])
+        bits = getattr(self.model, "code_bits", None)
+        self.code_bits: int | None = None if bits is None else int(bits)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
-        self.bands = tuple(self.info.get("bands") or ())
+        self.bands = side_bands(tuple(self.info.get("bands") or ()), self.modality)
         self.name = str(self.info.get("name"))
         self.transform = BatchTransform(
             bands=self.bands,
@@ -209,15 +189,22 @@ class CheckpointEmbedder:
         )
         self.dim = int(self.features(_batch_from_bands(_zeros(self.bands), self.bands)).shape[1])
 
+    def embed_batch(self, batch: Mapping[str, Any]) -> Any:
+        """``[B, D]`` tensor on the model's device (the batch is moved there; Lightning already did)."""
+        import torch
+
+        dev = next(self.model.parameters()).device
+        moved = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                 for k, v in batch.items()}
+        x = self.transform(moved)
+        embed = getattr(self.model, "embed", None)
+        return embed(x, self.modality) if callable(embed) else self.model.features(x)
+
     def features(self, batch: Mapping[str, Any]) -> np.ndarray:
         import torch
 
-        moved = {
-            k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-            for k, v in batch.items()
-        }
         with torch.inference_mode():
-            out = self.model.features(self.transform(moved))
+            out = self.embed_batch(batch)
         return out.float().cpu().numpy()
 
     def __call__(self, bands: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -230,20 +217,30 @@ def _zeros(bands: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {b: np.zeros((BAND_SIZE[b], BAND_SIZE[b]), np.float32) for b in bands}
 
 
-def make_embedder(model: str | Path, device: str = "cpu") -> BandStatsEmbedder | CheckpointEmbedder:
-    """``"band-stats"`` or a checkpoint path."""
+def make_embedder(model: str | Path, device: str = "cpu", modality: str | None = None
+                  ) -> BandStatsEmbedder | CheckpointEmbedder:
+    """``"band-stats"`` or a checkpoint path; ``modality`` picks the side (default: the model's own)."""
     if str(model) == BAND_STATS:
-        return BandStatsEmbedder()
+        return BandStatsEmbedder(modality=modality)
     if not Path(model).is_file():
         raise RetrievalError(
             f"checkpoint {model} not found (give a `benmm train` checkpoint or '{BAND_STATS}')"
         )
-    return CheckpointEmbedder(model, device=device)
+    return CheckpointEmbedder(model, device=device, modality=modality)
 
 
 # ---------------------------------------------------------------------------------------- a whole store
 def _names_digest(names: list[str]) -> str:
     return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def _trainer_args(device: str, accelerator: str | None, devices: Any) -> tuple[str, Any]:
+    """``device="cuda:1"`` (the single-device spelling) -> Lightning's ``("gpu", [1])``."""
+    if accelerator is not None or devices is not None:
+        return accelerator or "auto", 1 if devices is None else devices
+    if device.startswith("cuda"):
+        return "gpu", [int(device.split(":")[1])] if ":" in device else 1
+    return device, 1
 
 
 def embed_store(
@@ -256,131 +253,120 @@ def embed_store(
     device: str = "cpu",
     recommended: bool = True,
     chunk: int = CHUNK,
-    shard: tuple[int, int] = (0, 1),
     limit: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    modality: str | None = None,
+    accelerator: str | None = None,
+    devices: Any = None,
+    num_nodes: int = 1,
+    strategy: str = "auto",
 ) -> EmbeddingSet | None:
-    """Embed the patches of ``store`` (one split, or all) into ``out``; resumes an interrupted run.
+    """Embed one side (``modality``) of the patches of ``store`` (one split, or all) into ``out`` through
+    ``Trainer.predict``; resumes an interrupted run.
 
-    Returns the finished :class:`EmbeddingSet`, or ``None`` when other shards still have chunks to do.
-    ``on_progress(done, total)`` is called after every batch (the CLI draws a progress bar with it).
+    Returns the finished :class:`EmbeddingSet` on the global rank 0, ``None`` on the other ranks.
+    ``on_progress(done, total)`` is called after every batch in single-process runs.
     """
     from benmm.data.dataset import BigEarthNetDataset
     from benmm.data.loading import batched_loader
+    from benmm.retrieval.predict import done_rows, run_predict
     from benmm.store import Store
 
-    idx_shard, n_shards = shard
-    if not 0 <= idx_shard < n_shards:
-        raise RetrievalError(f"shard must be i/n with 0 <= i < n, got {idx_shard}/{n_shards}")
     st = store if isinstance(store, Store) else Store.open(store)
-    emb = make_embedder(model, device=device)
+    emb = make_embedder(model, device="cpu", modality=modality)
     n_labels = int(emb.info.get("labels") or 19)
     order = str(emb.info.get("order") or "official")
-    ds = BigEarthNetDataset(
-        st,
-        modality=str(emb.info.get("modality") or "s1s2"),
-        bands=emb.bands,
-        split=split,
-        labels=n_labels,
-        order=order,
-        recommended=recommended,
-    )
+    ds = BigEarthNetDataset(st, modality=emb.modality, bands=emb.bands, split=split, labels=n_labels,
+                            order=order, recommended=recommended)
     names = ds.names[:limit] if limit else ds.names
     if not names:
         raise RetrievalError(f"no patches to embed in {st.path} (split={split!r}, recommended={recommended})")
     root = Path(out)
     parts = root / PARTS
     parts.mkdir(parents=True, exist_ok=True)
-    digest = _names_digest(names)
+    is_stats = isinstance(emb, BandStatsEmbedder)
     info = {
         "format": FORMAT,
         "version": VERSION,
         "benmm": __version__,
         "complete": False,
-        "embedder": BAND_STATS if isinstance(emb, BandStatsEmbedder) else "checkpoint",
-        "checkpoint": None if isinstance(emb, BandStatsEmbedder) else str(Path(model).resolve()),
+        "embedder": BAND_STATS if is_stats else "checkpoint",
+        "checkpoint": None if is_stats else str(Path(model).resolve()),
+        "modality": emb.modality,
+        "code_bits": emb.code_bits,
         "store": str(Path(st.path).resolve()),
+        "store_hash": st.content_hash,
         "split": split,
         "recommended": recommended,
         "labels": n_labels,
         "order": order,
         "model": emb.info,
-        "names_sha256": digest,
+        "names_sha256": _names_digest(names),
         "count": len(names),
-        "chunk": chunk,
     }
     if (root / INFO).is_file():
         old = json.loads((root / INFO).read_text())
         if old.get("complete"):
             raise RetrievalError(f"{root} already holds finished embeddings: choose another output")
-        same = all(old.get(k) == info[k] for k in ("names_sha256", "checkpoint", "embedder", "chunk"))
-        if not same:
+        keys = ("names_sha256", "checkpoint", "embedder", "modality")
+        if not all(old.get(k) == info[k] for k in keys):
             raise RetrievalError(
-                f"{root} holds an unfinished run of a different model, split or chunk size; "
+                f"{root} holds an unfinished run of a different model, side or split; "
                 "remove it or choose another output"
             )
     else:
-        _atomic_text(root / INFO, json.dumps(info, indent=2, default=str))
+        atomic_write(root / INFO, json.dumps(info, indent=2, default=str))
 
-    from safetensors.numpy import save_file
+    done = done_rows(parts)
+    todo = np.setdiff1d(np.arange(len(names)), done).tolist()
+    progress = [len(names) - len(todo)]
 
-    n_chunks = (len(names) + chunk - 1) // chunk
-    mine = [c for c in range(n_chunks) if c % n_shards == idx_shard]
-    done = sum(min(chunk, len(names) - c * chunk) for c in mine if (parts / f"{c:06d}.safetensors").is_file())
-    total = sum(min(chunk, len(names) - c * chunk) for c in mine)
+    def step(n: int) -> None:
+        progress[0] += n
+        if on_progress:
+            on_progress(progress[0], len(names))
+
     if on_progress:
-        on_progress(done, total)
-    for c in mine:
-        target = parts / f"{c:06d}.safetensors"
-        if target.is_file():
-            continue
-        rows = list(range(c * chunk, min((c + 1) * chunk, len(names))))
-        loader = batched_loader(ds, batch_size=batch_size, num_workers=num_workers, sampler=rows)
-        vecs = []
-        for batch in loader:
-            vecs.append(emb.features(batch))
-            done += len(batch["name"])
-            if on_progress:
-                on_progress(done, total)
-        with atomic_path(target) as tmp:
-            save_file(
-                {"embeddings": np.concatenate(vecs).astype(np.float32)},
-                str(tmp),
-                metadata={"first": names[rows[0]], "last": names[rows[-1]]},
-            )
-    return _assemble_once(root, ds, names, info, n_chunks)
-
-
-def _assemble_once(root: Path, ds: Any, names: list[str], info: dict[str, Any], n_chunks: int
-                   ) -> EmbeddingSet | None:
-    """Assemble the parts when all are there, exactly once: shards finishing together take a lock on
-    the folder, and whoever comes second finds the embeddings complete (and ``parts/`` gone)."""
-    import fcntl
-
-    with open(root / ".assemble.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if (root / INFO).is_file() and json.loads((root / INFO).read_text()).get("complete"):
-            return EmbeddingSet.load(root)  # another shard assembled them meanwhile
-        if not all((root / PARTS / f"{c:06d}.safetensors").is_file() for c in range(n_chunks)):
+        on_progress(progress[0], len(names))
+    if todo:
+        loader = batched_loader(ds, batch_size=batch_size, num_workers=num_workers, sampler=todo)
+        acc, devs = _trainer_args(device, accelerator, devices)
+        if not run_predict(emb, loader, parts, chunk, emb.code_bits is not None, accelerator=acc,
+                           devices=devs, num_nodes=num_nodes, strategy=strategy, on_progress=step):
             return None
-        return _assemble(root, ds, names, info, n_chunks)
+    return _assemble(root, ds, names, info)
 
 
-def _assemble(root: Path, ds: Any, names: list[str], info: dict[str, Any], n_chunks: int) -> EmbeddingSet:
-    from safetensors.numpy import load_file
-
+def _assemble(root: Path, ds: Any, names: list[str], info: dict[str, Any]) -> EmbeddingSet:
+    """The final files from the parts: every row exactly once (else a one-line error), then ``parts/``
+    goes. Runs on one process only (the global rank 0, after the writers' barrier)."""
     from benmm.labels import decode
+    from benmm.retrieval.predict import read_parts
 
-    vectors = np.concatenate(
-        [load_file(str(root / PARTS / f"{c:06d}.safetensors"))["embeddings"] for c in range(n_chunks)]
-    )
-    if len(vectors) != len(names):
+    n = len(names)
+    vectors: np.ndarray | None = None
+    codes: np.ndarray | None = None
+    seen = np.zeros(n, dtype=np.int64)
+    per_rank: dict[str, int] = {}
+    for rank, part in read_parts(root / PARTS):
+        rows = part["rows"]
+        per_rank[rank] = per_rank.get(rank, 0) + len(rows)
+        if vectors is None:
+            vectors = np.zeros((n, part["embeddings"].shape[1]), np.float32)
+            if "codes" in part:
+                codes = np.zeros((n, part["codes"].shape[1]), np.uint8)
+        np.add.at(seen, rows, 1)
+        vectors[rows] = part["embeddings"]
+        if codes is not None:
+            codes[rows] = part["codes"]
+    if vectors is None or (seen != 1).any():
+        missing, twice = int((seen == 0).sum()), int((seen > 1).sum())
         raise RetrievalError(
-            f"{root}: parts hold {len(vectors)} embeddings for {len(names)} patches; "
-            f"remove {root / PARTS} and embed again"
+            f"{root / PARTS}: {missing} of {n} patches have no embedding and {twice} have several; "
+            f"remove {root} and embed again"
         )
     meta = ds.store.metadata.set_index("patch_id")
-    labels = ds.labels()[: len(names)]
+    labels = ds.labels()[:n]
     items = pd.DataFrame(
         {
             "name": names,
@@ -388,12 +374,9 @@ def _assemble(root: Path, ds: Any, names: list[str], info: dict[str, Any], n_chu
             "split": [str(s) for s in meta.loc[names, "split"]] if "split" in meta else "",
         }
     )
-    write_embeddings(
-        root,
-        vectors,
-        items,
-        {**info, "assembled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        overwrite=True,
-    )
+    write_embeddings(root, vectors, items,
+                     {**info, "assembled": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "rows_per_rank": dict(sorted(per_rank.items()))},
+                     overwrite=True, codes=codes)
     shutil.rmtree(root / PARTS, ignore_errors=True)
     return EmbeddingSet.load(root)
