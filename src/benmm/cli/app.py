@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "benmm.cli.archive",
     "benmm.cli.data",
     "benmm.cli.retrieval",
+    "benmm.cli.retrieval_eval",
     "benmm.cli.store",
     "benmm.cli.synth",
     "benmm.cli.train",

@@ -203,82 +203,6 @@ def search(
     console.print(_hits_table(title, hits, qlabels))
 
 
-def evaluate_retrieval(
-    index_dir: Path = typer.Argument(..., metavar="INDEX", help="An index directory from `benmm index`."),
-    query_split: str = typer.Option(
-        "test", "--query-split", help="Split of the queries (test, as in the paper)."
-    ),
-    k: int = typer.Option(100, "-k", "--k", min=1, help="Results per query (the largest K)."),
-    ks: str = typer.Option("1,5,10,20,50,100", "--ks", help="Comma-separated cut-offs K to report."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use this many random queries (seeded)."),
-    out: Path = typer.Option(Path("retrieval-report"), "--out", help="Folder for retrieval.json and plots."),
-    examples: int = typer.Option(5, "--examples", min=0, help="Example queries in the thumbnail grid."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the query sample and the random baseline."),
-) -> None:
-    """Retrieval metrics (P, R, mAP, weighted mAP, ACG, NDCG @K) of INDEX vs a random ranking; plots."""
-    from benmm.retrieval.evaluate import METRIC_TITLES, METRICS, evaluate_index
-    from benmm.retrieval.index import RetrievalIndex
-
-    try:
-        cutoffs = [int(x) for x in ks.split(",") if x.strip()]
-    except ValueError:
-        raise RetrievalError(f"--ks must be comma-separated integers, got {ks!r}") from None
-    ix = RetrievalIndex.load(index_dir)
-    t0 = time.perf_counter()
-    with console.status("searching"):
-        res = evaluate_index(ix, query_split=query_split, k=k, ks=cutoffs, limit=limit, seed=seed)
-    dt = time.perf_counter() - t0
-    model, rand = res["model"], res["random"]
-    table = Table(
-        title=f"{model['queries']:,} {res['query_split']} queries vs {len(ix):,} archive patches ({ix.kind})",
-        title_justify="left",
-        show_edge=False,
-    )
-    table.add_column("metric")
-    for kk in model["ks"]:
-        table.add_column(f"@{kk}", justify="right")
-    for m in METRICS:
-        table.add_row(METRIC_TITLES[m], *(f"{model[m][kk]:.4f}" for kk in model["ks"]))
-        table.add_row("[dim]  random[/]", *(f"[dim]{rand[m][kk]:.4f}[/]" for kk in model["ks"]))
-    console.print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {
-        "index": str(index_dir),
-        "kind": ix.kind,
-        "query_split": res["query_split"],
-        "k": res["k"],
-        "archive_size": len(ix),
-        "seconds": dt,
-        "model": model,
-        "random": rand,
-        "source": ix.source,
-    }
-    (out / "retrieval.json").write_text(json.dumps(report, indent=2, default=str))
-    from benmm.retrieval.plots import plot_examples, plot_pr_vs_k
-
-    files = [plot_pr_vs_k({"model": model, "random": rand}, out / "pr_vs_k.png")]
-    store_path = ix.source.get("store")
-    if examples and store_path:
-        from benmm.store import Store
-
-        st = Store.open(store_path)
-        pick = range(min(examples, len(res["names"])))
-        qnames = [str(res["names"][i]) for i in pick]
-        hits = [
-            [
-                (h["name"], h["distance"], h["labels"])
-                for h in ix.hits(res["distances"][i][:6], res["ranked"][i][:6])
-            ]
-            for i in pick
-        ]
-        files.append(
-            plot_examples(qnames, [ix.labels_of(n) for n in qnames], hits, st.read_pair, out / "examples.png")
-        )
-    console.print(
-        f"[green]wrote[/] {out / 'retrieval.json'}, " + ", ".join(str(f) for f in files) + f"  ({dt:.1f} s)"
-    )
-
-
 def serve(
     index_dir: Path = typer.Argument(..., metavar="INDEX", help="An index directory from `benmm index`."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
@@ -319,5 +243,4 @@ def register(app: typer.Typer) -> None:
     app.command("embed")(embed)
     app.command("index")(index)
     app.command("search")(search)
-    app.command("evaluate-retrieval")(evaluate_retrieval)
     app.command("serve")(serve)

@@ -18,6 +18,15 @@ Missing results (index ``-1``, when the archive holds fewer than K items) count 
 with no relevant item anywhere in the archive (e.g. patches without a 19-class label) have undefined
 recall and AP: they are left out of every mean and counted in ``skipped``.
 
+Label-overlap precision, recall and F1 as CSMAE computes them (Hackstein et al., IEEE TGRS 2024; code
+``jakhac/CSMAE``, ``retrieval.py`` at commit 4f4e455: per retrieved item ``prec = |L_q & L_r| / |L_r|``,
+``rec = |L_q & L_r| / |L_q|``; each averaged over the K results, then over the queries; F1 is the
+harmonic mean of those two means, not the mean of per-item F1s):
+
+* ``LP@K = (1/K) sum_i s_i / |L_{r_i}|`` (0 for a missing result or one without labels)
+* ``LR@K = (1/K) sum_i s_i / |L_q|``
+* ``F1@K = 2 * mean(LP@K) * mean(LR@K) / (mean(LP@K) + mean(LR@K))``
+
 These metrics are not in torchmetrics' retrieval module in this form (it has no ACG/weighted AP, and its
 NDCG uses the retrieved list, not the archive, as the ideal), hence the small vectorised numpy code here;
 the tests check it against hand-computed cases and a per-query reference loop.
@@ -42,6 +51,9 @@ METRIC_TITLES: Final = {
     "acg": "ACG@K",
     "ndcg": "NDCG@K",
 }
+#: label-overlap metrics of CSMAE (module docstring), returned beside METRICS
+LABEL_METRICS: Final = ("label_precision", "label_recall", "f1")
+LABEL_TITLES: Final = {"label_precision": "LP@K", "label_recall": "LR@K", "f1": "F1@K"}
 DEFAULT_KS: Final = (1, 5, 10, 20, 50, 100)
 _CHUNK: Final = 2048
 
@@ -108,10 +120,11 @@ def retrieval_metrics(
     disc = 1.0 / np.log2(np.arange(2, kmax + 2))
     dprefix = _discount_prefix(kmax)
     ranks = np.arange(1, kmax + 1, dtype=np.float64)
-    sums = {m: np.zeros(len(ks)) for m in METRICS}
+    sums = {m: np.zeros(len(ks)) for m in (*METRICS, *LABEL_METRICS[:2])}
     used = 0
     # archive labels with one all-zero row appended so that index -1 (no result) shares nothing
     padded = np.vstack([archive, np.zeros((1, archive.shape[1]), np.float32)])
+    sizes = padded.sum(axis=1).astype(np.float64)  # labels per archive item (0 for "no result")
 
     for start in range(0, queries.shape[0], _CHUNK):
         q = queries[start : start + _CHUNK]
@@ -132,6 +145,9 @@ def retrieval_metrics(
             continue
         shared, hist, n_relevant = shared[keep], hist[keep], n_relevant[keep]
         used += int(keep.sum())
+        rsize = sizes[idx[keep]]
+        cum_lp = np.cumsum(np.where(rsize > 0, shared / np.where(rsize > 0, rsize, 1.0), 0.0), axis=1)
+        cum_lr = np.cumsum(shared / q[keep].sum(axis=1, keepdims=True), axis=1)  # |L_q| >= 1 here
 
         rel = (shared >= 1).astype(np.float64)
         cum_rel = np.cumsum(rel, axis=1)
@@ -152,6 +168,8 @@ def retrieval_metrics(
             sums["map"][j] += np.where(n_k > 0, ap_terms[:, c] / safe, 0.0).sum()
             sums["wmap"][j] += np.where(n_k > 0, wap_terms[:, c] / safe, 0.0).sum()
             sums["acg"][j] += acg_at[:, c].sum()
+            sums["label_precision"][j] += (cum_lp[:, c] / k).sum()
+            sums["label_recall"][j] += (cum_lr[:, c] / k).sum()
             gains = 2.0 ** np.arange(hist.shape[1]) - 1.0
             hi = dprefix[np.minimum(at_least, k).astype(np.int64)]
             lo = dprefix[np.minimum(above, k).astype(np.int64)]
@@ -159,8 +177,11 @@ def retrieval_metrics(
             sums["ndcg"][j] += np.where(idcg > 0, dcg[:, c] / np.where(idcg > 0, idcg, 1.0), 0.0).sum()
 
     out: dict[str, object] = {"ks": ks, "queries": used, "skipped": int(queries.shape[0] - used)}
-    for m in METRICS:
+    for m in (*METRICS, *LABEL_METRICS[:2]):
         out[m] = {k: (float(sums[m][j] / used) if used else 0.0) for j, k in enumerate(ks)}
+    lp, lr = out["label_precision"], out["label_recall"]
+    out["f1"] = {k: (2 * lp[k] * lr[k] / (lp[k] + lr[k]) if lp[k] + lr[k] > 0 else 0.0)  # type: ignore[index]
+                 for k in ks}
     return out
 
 
