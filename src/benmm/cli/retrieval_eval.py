@@ -140,10 +140,11 @@ def retrieval_report(
     for row in rows:
         table.add_row(*row, style="dim" if row[0].startswith("  random") else
                       "italic" if row[0].startswith("reported") else None)
-    console.print(table)
+    wide = Console(width=max(console.width, 200))  # 12 figure columns: never squeeze them into ellipses
+    wide.print(table)
     if reported:
         for line in papers_without_figures():
-            console.print(f"[dim]no figures recorded: {line}[/]", highlight=False)
+            wide.print(f"[dim]no figures recorded: {line}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
