@@ -98,7 +98,7 @@ def test_same_split_own_pair_is_left_out_unless_asked(tmp_path: Path) -> None:
 
 def test_protocols_check_the_archive_split(sides: tuple[Any, EmbeddingSet], tmp_path: Path) -> None:
     index, queries = sides
-    with pytest.raises(RetrievalError, match="protocol csmae searches a test archive but index INDEX holds tr"):
+    with pytest.raises(RetrievalError, match="csmae searches a test archive but index INDEX holds train"):
         evaluate_queries(index, queries, protocol="csmae")
     test_index = index_from_embeddings(_set(tmp_path / "t", ARCHIVE, "test", modality="s2"), kind="flat",
                                        archive_split="test")
