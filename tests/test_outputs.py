@@ -1,11 +1,9 @@
-"""Writers never destroy what is not theirs, and sharded embedding assembles exactly once."""
+"""Writers never destroy what is not theirs. (Embedding on several ranks assembles once, on the global
+rank 0: tests/test_retrieval_predict.py.)"""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,44 +34,3 @@ def test_synth_overwrite_replaces_only_an_archive(tmp_path: Path) -> None:
     assert (precious / "notes.txt").read_text() == "keep me"
     arc = synthesize(tmp_path / "arc", pairs=2, workers=1).path
     assert synthesize(arc, pairs=3, workers=1, overwrite=True).pairs == 3
-
-
-def test_shards_finishing_together_assemble_once(reben_sample_root: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from benmm.retrieval import embed as E
-
-    calls: list[int] = []
-    real_assemble, real_once = E._assemble, E._assemble_once
-    both_done = threading.Barrier(2, timeout=30)
-
-    def slow_assemble(*args: Any) -> Any:
-        calls.append(1)
-        time.sleep(0.3)  # the window in which the other shard could assemble too
-        return real_assemble(*args)
-
-    def together(*args: Any) -> Any:
-        both_done.wait()  # both shards have written all their parts: they reach the end at once
-        return real_once(*args)
-
-    monkeypatch.setattr(E, "_assemble", slow_assemble)
-    monkeypatch.setattr(E, "_assemble_once", together)
-    out = tmp_path / "emb"
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def shard(i: int) -> None:
-        try:
-            results.append(E.embed_store("band-stats", reben_sample_root, out, chunk=5, shard=(i, 2),
-                                         recommended=False))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=shard, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert len(calls) == 1, f"assembled {len(calls)} times"
-    assert all(r is not None and len(r.vectors) == 24 for r in results)
-    assert not (out / "parts").exists()
