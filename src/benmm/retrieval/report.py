@@ -81,7 +81,7 @@ def report_rows(found: Sequence[tuple[Path, dict[str, Any]]], ks: Sequence[int] 
                 cells = [f"{fig['value']:.4f}" if (fig["metric"], fig["k"]) == (key, k) else MISSING
                          for k in ks for key, _ in COLUMNS]
                 rows.append([f"{data['label']}: {paper['id']} ({paper['archive'].split(' (')[0]})",
-                             fig["direction"], "paper's own", "float", *cells])
+                             fig["direction"], "paper's own", MISSING, *cells])
     return header, rows
 
 
