@@ -120,7 +120,10 @@ def test_cross_modal_protocol_csmae_and_the_report(work: Path, store: Path) -> N
     assert m["f1@5"] > m["random"]["f1@5"] and m["map@5"] > m["random"]["map@5"]
     r = invoke("evaluate-retrieval", work / "hand-s2.index", "--queries", s1, "--out", work / "x")
     assert r.exit_code == 2 and "protocol default searches a train archive but index" in r.output
-    r = invoke("retrieval-report", work / "rep", work / "q", "--json")
+    r = invoke("evaluate-retrieval", work / "s2.index", "--queries", work / "s2.emb", "--out", work / "uni",
+               "--ks", "5", "--examples", "0")
+    assert r.exit_code == 0, r.output
+    r = invoke("retrieval-report", work / "rep", work / "uni" / "metrics.json", "--json")
     assert r.exit_code == 0, r.output
     table = json.loads(r.raw)
     assert table["header"][4:8] == ["mAP@5", "P@5", "NDCG@5", "F1@5"]
