@@ -91,7 +91,8 @@ def test_reference_map_reads_the_same_in_rasterio(release: Path) -> None:
 def test_release_files(release: Path) -> None:
     files = release_files(release)
     assert set(files) == {*RELEASE_TARBALLS.values(), ""}
-    assert len(files["BigEarthNet-S2.tar.zst"]) == 12 * PAIRS and len(files["BigEarthNet-S1.tar.zst"]) == 2 * PAIRS
+    assert len(files["BigEarthNet-S2.tar.zst"]) == 12 * PAIRS
+    assert len(files["BigEarthNet-S1.tar.zst"]) == 2 * PAIRS
     assert len(files["Reference_Maps.tar.zst"]) == PAIRS
     for tarball, members in files.items():
         assert members == sorted(members) and all((release / m).is_file() for m in members)
@@ -125,7 +126,7 @@ def test_maps_enter_the_hash_only_as_keys(synthetic, release: Path, store: Store
     assert without.manifest["keys"] == 2 * PAIRS and not without.has_reference_maps
     # the map-less store's hash is the store's hash recomputed without the map keys
     hasher = ContentHasher()
-    for key in store.keys():
+    for key in store.keys():  # noqa: SIM118 - LMDB keys; iterating a Store gives pair names
         if not key.endswith("_reference_map"):
             hasher.add(key, value_digest(store.raw(key)))
     import pyarrow.parquet as pq
@@ -134,7 +135,8 @@ def test_maps_enter_the_hash_only_as_keys(synthetic, release: Path, store: Store
     assert without.content_hash != store.content_hash
 
 
-def test_rico_hdl_lmdb_with_maps_encodes_to_the_same_store(release: Path, store: Store, tmp_path: Path) -> None:
+def test_rico_hdl_lmdb_with_maps_encodes_to_the_same_store(release: Path, store: Store,
+                                                           tmp_path: Path) -> None:
     """A reBEN LMDB as rico-hdl writes it from this release (bands + ``<patch>_reference_map``) is read
     as a store with maps, and encodes to the same content hash as the GeoTIFF release."""
     import lmdb
@@ -170,7 +172,8 @@ def test_dataset_reference_map(store: Store) -> None:
     assert ref.dtype == torch.int64 and tuple(ref.shape) == (120, 120)
     np.testing.assert_array_equal(ref.numpy(), store.reference_map(sample["name"]))
     batch = ds.get_batch(range(len(ds)))
-    assert batch["reference_map"].dtype == torch.int64 and tuple(batch["reference_map"].shape) == (PAIRS, 120, 120)
+    assert batch["reference_map"].dtype == torch.int64
+    assert tuple(batch["reference_map"].shape) == (PAIRS, 120, 120)
     for row, name in enumerate(batch["name"]):
         np.testing.assert_array_equal(batch["reference_map"][row].numpy(), store.reference_map(name))
     assert "reference_map" not in BigEarthNetDataset(store, split=None, recommended=False)[0]
@@ -231,7 +234,8 @@ def test_bad_reference_map_is_named(synthetic, release: Path, tmp_path: Path, da
     assert str(path) in str(exc2.value) and "\n" not in str(exc2.value)
     assert [Path(p.path) for p in V2Archive(root).validate(V2Archive(root).names()[0])] == [path]
     result = CliRunner().invoke(app, ["encode", str(root), str(tmp_path / "cli.store"), "--workers", "1"])
-    assert result.exit_code == 2 and message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert message in " ".join(result.output.split())
 
 
 def test_valid_codes_include_no_data_glaciers_and_unlabeled(tmp_path: Path) -> None:
