@@ -266,3 +266,39 @@ def test_synth_cli_reben_release(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     meta = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "r").glob("*.parquet"))])
     assert len(meta) == 2 and all(map_path(tmp_path / "r", pid).is_file() for pid in meta["patch_id"])
+
+
+def test_datamodule_batches_carry_maps(store: Store) -> None:
+    """Through the DataModule's loader (worker processes, reused buffers) and its batch transform."""
+    from benmm.data import BigEarthNetDataModule
+
+    dm = BigEarthNetDataModule(store, batch_size=PAIRS, num_workers=1, augment=True, seed=2,
+                               recommended=False, reference_maps=True, predict_split=None)
+    batch = next(iter(dm.predict_dataloader()))
+    batch = dm.on_after_batch_transfer(batch, 0)
+    assert batch["reference_map"].dtype == torch.int64
+    assert tuple(batch["reference_map"].shape[1:]) == (120, 120)
+    for row, name in enumerate(batch["name"]):
+        np.testing.assert_array_equal(batch["reference_map"][row].numpy(), store.reference_map(name))
+
+
+def test_release_band_files_take_the_fast_reader(release: Path) -> None:
+    """reBEN's S2 files (GDAL_NODATA + SHORT strip byte counts, as published) are still the simple
+    uncompressed layout the strip reader takes; the deflate maps are not (tifffile reads them)."""
+    from benmm.archive.tiff import _read_image
+
+    pid = V2Archive(release).names()[0]
+    folder = s2_tiff_dir(release, pid)
+    for band, count_type in (("B02", 3), ("B01", 4)):  # several strips: SHORT; one strip: LONG
+        with tifffile.TiffFile(folder / f"{pid}_{band}.tif") as tif:
+            assert tif.pages[0].tags[279].dtype == count_type and len(tif.pages[0].tags) == 16
+        arr, layout = _read_image(folder / f"{pid}_{band}.tif", False)
+        assert layout is not None and np.array_equal(arr, tifffile.imread(folder / f"{pid}_{band}.tif"))
+    assert _read_image(map_path(release, pid), False)[1] is None
+
+
+def test_info_says_whether_there_are_maps(release: Path, store: Store, synthetic) -> None:  # type: ignore[no-untyped-def]
+    plain = synthetic.store(pairs=8, layout="reben").path
+    for path, word in ((release, "yes"), (store.path, "yes"), (plain, "none")):
+        result = CliRunner().invoke(app, ["info", str(path), "--no-labels", "--check", "1"])
+        assert result.exit_code == 0 and f"reference maps: {word}" in result.output, result.output

@@ -16,7 +16,8 @@ A reBEN folder as published (``BigEarthNet-V2-LMDB/`` + ``metadata.parquet``, op
 The manifest holds ``format`` ("benmm-store"), ``format_version``, ``pairs`` and ``keys`` (checked on
 open against the metadata rows and the LMDB entries), ``skipped``, ``splits`` (pairs per split),
 ``label_sets`` ([19, 43] from v1, [19] from reBEN), ``bands`` and ``band_info`` (size, dtype,
-resolution), ``source`` (kind, path, split), ``created``/``created_by`` and ``content_hash``.
+resolution), ``source`` (kind, path, split), ``created``/``created_by`` and ``content_hash``;
+with reBEN reference maps also ``reference_maps`` (count, key, tensor: :mod:`benmm.archive.refmaps`).
 
 The content hash is defined in :mod:`benmm.store.layout`.
 
