@@ -302,3 +302,12 @@ def test_info_says_whether_there_are_maps(release: Path, store: Store, synthetic
     for path, word in ((release, "yes"), (store.path, "yes"), (plain, "none")):
         result = CliRunner().invoke(app, ["info", str(path), "--no-labels", "--check", "1"])
         assert result.exit_code == 0 and f"reference maps: {word}" in result.output, result.output
+
+
+def test_read_map_from_bytes(release: Path) -> None:
+    """A tarball member's bytes read like the file; a truncated one is named by ``where``."""
+    path = map_path(release, V2Archive(release).names()[0])
+    data = path.read_bytes()
+    np.testing.assert_array_equal(read_map(data, "x.tar.zst::m.tif"), read_map(path))
+    with pytest.raises(ArchiveError, match=r"^x\.tar\.zst::m\.tif: not a readable GeoTIFF"):
+        read_map(data[:300], "x.tar.zst::m.tif")

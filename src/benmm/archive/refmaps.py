@@ -91,12 +91,22 @@ def _valid_table() -> np.ndarray:
     return table
 
 
-def read_map(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read and check one reference-map GeoTIFF (deflate + predictor: read with tifffile)."""
+def read_map(source: str | os.PathLike[str] | bytes, where: str | None = None) -> np.ndarray:
+    """Read and check one reference-map GeoTIFF (deflate + predictor: read with tifffile).
+
+    ``source`` is a path, or the file's bytes (e.g. a tarball member) with ``where`` naming it in errors.
+    """
+    import io
+
     import tifffile
 
+    if isinstance(source, bytes | bytearray | memoryview):
+        path: Any = where or "<reference map bytes>"
+        handle: Any = io.BytesIO(bytes(source))
+    else:
+        path = handle = source
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(handle) as tif:
             if len(tif.pages) != 1 or tif.pages[0].samplesperpixel != 1:  # type: ignore[union-attr]
                 raise ArchiveError(f"{path}: reference map must hold one single-band image")
             arr = np.asarray(tif.pages[0].asarray())
