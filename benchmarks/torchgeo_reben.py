@@ -12,7 +12,8 @@ and every array it returns is compared with benmm's store:
   so they must equal the store's uint16 values exactly;
 * the 20 m / 60 m bands: TorchGeo resamples them to 120x120 with GDAL bilinear while reading (into
   int32); compared with benmm's bilinear upsampling (``align_corners=False``) of the store's native
-  arrays: they must agree to within GDAL's rounding to integers (max |diff| <= 0.5 DN);
+  arrays (float64): they must agree to within GDAL's rounding to integers (max |diff| <= 0.5 DN, plus
+  0.01 for GDAL's float arithmetic near a .5);
 * S1 (TorchGeo: files sorted by name, i.e. VH before VV; ``out_dtype="int32"``): compared with the
   store's float32 dB cast the way GDAL casts (the script reports whether that is truncation or rounding);
 * the reference map: TorchGeo's ``mask`` is the map with its 20-code ``clc_codes`` table applied in
@@ -102,16 +103,17 @@ def compare(store: Any, peer: dict[str, Any], arrays: Any) -> list[tuple[str, st
             if BAND_SIZE[band] == 120:
                 diffs.append(np.abs(theirs.astype(np.float64) - ours.astype(np.float64)))
             else:
-                up = resample(torch.from_numpy(ours.astype(np.float32))[None, None], 120, "bilinear")[0, 0]
+                up = resample(torch.from_numpy(ours.astype(np.float64))[None, None], 120, "bilinear")[0, 0]
                 diffs.append(np.abs(theirs.astype(np.float64) - up.numpy().astype(np.float64)))
         d = np.stack(diffs)
         if BAND_SIZE[band] == 120:
             rows.append((f"S2 {band}", "exact (int32 of uint16)", f"max |diff| {d.max():.0f}",
                          "pass" if d.max() == 0 else "FAIL"))
-        else:  # the same bilinear, GDAL's rounded to int32: at most half a DN apart
+        else:  # the same bilinear, GDAL's rounded to int32: half a DN apart at most, plus GDAL's own
+            # float rounding where a value lies that close to .5 (float32 spacing at ~10^4 DN is ~0.001)
             rows.append((f"S2 {band} ({BAND_SIZE[band]}->120)", "GDAL bilinear (int32) vs benmm bilinear",
-                         f"max |diff| {d.max():.2f}, mean {d.mean():.3f} DN",
-                         "pass" if d.max() <= 0.5 + 1e-3 else "FAIL"))
+                         f"max |diff| {d.max():.3f}, mean {d.mean():.3f} DN",
+                         "pass" if d.max() <= 0.51 else "FAIL"))
     for ch, band in enumerate(s1_order):
         trunc, rnd = [], []
         for split, i, pid in ids:

@@ -44,6 +44,7 @@ from benmm.bands import (
     split_by_modality,
 )
 from benmm.data.loading import shared_empty
+from benmm.data.maps import fill_map
 from benmm.errors import BenmmError, LabelError, SplitError, StoreError
 from benmm.labels import ORDERS, label_names
 from benmm.labels import multi_hot as label_multi_hot
@@ -282,10 +283,12 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         batch["label"] = labels
         if self._map_keys is not None:  # int64, so a fresh tensor (the reused buffers are float32)
             maps = torch.empty((len(idx), refmaps.SIDE, refmaps.SIDE), dtype=torch.int64)
+            if shared:
+                maps.share_memory_()  # empty: moved before it is filled, so nothing is copied
             with self._reader() as get:
                 for row, i in enumerate(idx):
                     self._fill_map(i, maps[row].numpy(), get)
-            batch["reference_map"] = maps.share_memory_() if shared else maps
+            batch["reference_map"] = maps
         batch["name"] = [self._names[i].decode() for i in idx]
         return batch
 
@@ -360,19 +363,9 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
     def _fill_map(self, i: int, out: np.ndarray, get: Callable[[bytes], Any]) -> None:
         """Pair ``i``'s reference map into ``out`` (int64 [120, 120]), its value checked like a band's."""
         assert self._map_keys is not None
-        key = self._map_keys[i]
-        buf = get(key)
-        if buf is None:
-            raise self._error(i, "map", key, "key is missing from the store (no reference map)")
-        try:
-            header, _ = parse_header(buf)
-        except BlobError as exc:
-            raise self._error(i, "map", key, str(exc)) from None
-        dtype, shape, start, end = header.get(refmaps.TENSOR, (None, None, 0, 0))
-        if dtype != np.dtype("<u2") or shape != (refmaps.SIDE, refmaps.SIDE) or len(buf) < end:
-            raise self._error(i, "map", key, f"not a 120x120 uint16 {refmaps.TENSOR!r} tensor")
-        side = refmaps.SIDE
-        out[...] = np.frombuffer(buf, dtype="<u2", count=side * side, offset=start).reshape(side, side)
+        reason = fill_map(get(self._map_keys[i]), out)
+        if reason is not None:
+            raise self._error(i, "map", self._map_keys[i], reason)
 
     def _plan(self, buf: Any, mod: str, i: int, key: bytes
               ) -> tuple[list[tuple[str, int, np.dtype, int, int]], int]:

@@ -45,11 +45,12 @@ import numpy as np
 import pandas as pd
 
 from benmm.archive.base import Pair
-from benmm.archive.refmaps import decode_map_blob, is_map_key, map_key
+from benmm.archive.refmaps import decode_map_blob, is_map_key
 from benmm.archive.splits import split_column_value
 from benmm.bands import S1_BANDS, S2_BANDS
 from benmm.errors import ArchiveError, StoreError
 from benmm.labels import to_19
+from benmm.store import maps
 from benmm.store.blob import BlobError, check_header, decode_blob, parse_header
 from benmm.store.layout import (
     ENCODE_STATE,
@@ -328,20 +329,12 @@ class Store:
 
     @cached_property
     def has_reference_maps(self) -> bool:
-        """Whether the store holds reBEN reference maps (manifest; a reBEN LMDB: the first pair's key)."""
-        if self.manifest is not None:
-            return bool(self.manifest.get("reference_maps", {}).get("count"))
-        names = self.metadata["patch_id"]
-        with self.env().begin(buffers=True) as txn:
-            return len(names) > 0 and txn.get(map_key(str(names.iloc[0])).encode()) is not None
+        """Whether the store holds reBEN reference maps (:func:`benmm.store.maps.has_maps`)."""
+        return maps.has_maps(self)
 
     def reference_map(self, name: str) -> np.ndarray:
         """Pair ``name``'s reference map: uint16 [120, 120] raw CLC Level-3 codes, 0 = no data."""
-        self._entry(name)  # the pair exists
-        try:
-            return decode_map_blob(self.raw(map_key(name)), f"{self.path}: {map_key(name)}")
-        except ArchiveError as exc:
-            raise StoreError(str(exc)) from None
+        return maps.read_map(self, name)
 
     def keys(self) -> Iterator[str]:
         """Every LMDB key in bytewise order."""
