@@ -112,6 +112,8 @@ def summarize(arc: Any, frame: pd.DataFrame | None = None, quick_check: int = 20
     if kind == "v1":
         out["s2_root"], out["s1_root"] = str(arc.s2_root), str(arc.s1_root)
         out["pairing"] = dict(arc.pairing_counts)
+    if kind in ("reben", "store"):  # reBEN reference maps (a v1 archive has none)
+        out["reference_maps"] = bool(getattr(arc, "has_reference_maps", False))
     if frame is not None:
         def counts(col: str) -> dict[str, int]:
             values = frame[col].astype(object).where(frame[col].notna(), "(none)")

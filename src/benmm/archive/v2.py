@@ -14,6 +14,10 @@ columns), and the image data in one of two layouts:
   ``_<tile>_x_y`` (``S1A_IW_GRDH_1SDV_20170613T165043``). Sources: the rico-hdl README (BigEarthNet
   example input tree) and TorchGeo's ``BigEarthNetV2`` dataset (``_load_image`` path scheme).
 
+Either layout may hold the reference maps (``Reference_Maps/<tile>/<patch_id>/
+<patch_id>_reference_map.tif``, or the LMDB key ``<patch_id>_reference_map``): see
+:mod:`benmm.archive.refmaps`; :meth:`V2Archive.reference_map` reads one.
+
 The LMDB opens lazily, once per process, read-only and without locking, through
 :func:`benmm.store.lmdbenv.shared_env` (the same handle a :class:`benmm.store.Store` of the folder
 uses; closed in forked children), so an archive object can be handed to DataLoader workers or a process pool.
@@ -157,6 +161,7 @@ class V2Archive:
         self._row = {name: i for i, name in enumerate(self.metadata["patch_id"])}
         self._alias: dict[str, str] | None = None
         self._lmdb_checked: tuple[Problem | None] | None = None  # (problem,) once checked
+        self._maps: bool | None = None
 
     # -- lookup ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -229,6 +234,21 @@ class V2Archive:
             raise ArchiveError(f"{where}: value is not a safetensors blob ({exc})") from None
         return {band: check_band(data[band], band, where) for band in bands}
 
+    @property
+    def has_reference_maps(self) -> bool:
+        """Whether the archive holds reference maps (decided once)."""
+        if self._maps is None:
+            from benmm.archive.refmaps import has_maps
+
+            self._maps = has_maps(self)
+        return self._maps
+
+    def reference_map(self, name: str) -> np.ndarray:
+        """The pair's reference map: uint16 [120, 120] raw CLC Level-3 codes, 0 = no data (checked)."""
+        from benmm.archive.refmaps import read_archive_map
+
+        return read_archive_map(self, self.patch_id(name))
+
     def bands(self, name: str, bands: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Bands of pair ``name`` by band name (all 14 by default)."""
         from benmm.bands import resolve_bands
@@ -300,9 +320,13 @@ class V2Archive:
             problems.append(Problem(meta_path, str(exc), pid))
         if self._lmdb_problem() is not None:
             return problems  # the LMDB as a whole is unreadable: reported once, by archive_problems
-        for key, bands in ((pid, S2_BANDS), (str(row["s1_name"]), S1_BANDS)):
+        checks: list[Any] = [lambda: self.read_key(pid, S2_BANDS),
+                             lambda: self.read_key(str(row["s1_name"]), S1_BANDS)]
+        if self.has_reference_maps:
+            checks.append(lambda: self.reference_map(pid))
+        for check in checks:
             try:
-                self.read_key(key, bands)
+                check()
             except ArchiveError as exc:
                 text = str(exc)
                 path, _, reason = text.partition(": ")

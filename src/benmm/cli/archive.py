@@ -66,6 +66,8 @@ def info(
 def _print_summary(s: dict[str, Any]) -> None:
     console.print(f"[bold]{s['path']}[/]: {s['description']}")
     console.print(f"pairs: [bold]{s['pairs']:,}[/]")
+    if "reference_maps" in s:
+        console.print(f"reference maps: {'yes' if s['reference_maps'] else 'none'}")
     if "pairing" in s:
         how = ", ".join(f"{v:,} by {k}" for k, v in s["pairing"].items() if v)
         console.print(f"S2: {s['s2_root']}\nS1: {s['s1_root']}\npaired: {how or 'none'}")

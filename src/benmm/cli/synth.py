@@ -20,7 +20,9 @@ def synth(
     seed: int = typer.Option(0, "--seed", "-s", help="Random seed: the same seed writes the same bytes."),
     layout: str = typer.Option("v1", "--layout", "-l",
                                help="v1 = BigEarthNet v1.0 folders of GeoTIFFs + JSON; "
-                                    "reben = reBEN LMDB + metadata.parquet."),
+                                    "reben = reBEN LMDB + metadata.parquet; "
+                                    "reben-release = reBEN as released: BigEarthNet-S2/, BigEarthNet-S1/, "
+                                    "Reference_Maps/ GeoTIFFs + metadata."),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = all cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists and is not empty."),
 ) -> None:

@@ -81,8 +81,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
     """Train/val/test/predict loaders over one store (see the module docstring for the details).
 
     The dataset options (``modality``, ``bands``, ``labels``, ``order``, ``recommended``, ``countries``,
-    ``seasons``) are those of :class:`~benmm.data.BigEarthNetDataset`; the transform options
-    (``resample``, ``stats``, ``augment``, ``keep_native``, ``align_corners``) those of
+    ``seasons``, ``reference_maps``) are those of :class:`~benmm.data.BigEarthNetDataset`; the transform
+    options (``resample``, ``stats``, ``augment``, ``keep_native``, ``align_corners``) those of
     :class:`~benmm.data.BatchTransform`. ``predict_split`` picks the pairs ``predict_dataloader`` serves
     (``None``: every pair of the store, recommended filter applied).
     """
@@ -96,7 +96,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
                  countries: Iterable[str] | str | None = None, seasons: Iterable[str] | str | None = None,
                  pin_memory: bool | None = None, persistent_workers: bool | None = None,
                  align_corners: bool = False, drop_last: bool = False,
-                 predict_split: str | None = "test", transform_on: str = "auto") -> None:
+                 predict_split: str | None = "test", transform_on: str = "auto",
+                 reference_maps: bool = False) -> None:
         super().__init__()
         if isinstance(store, str | Path):
             from benmm.store import Store
@@ -115,6 +116,7 @@ class BigEarthNetDataModule(L.LightningDataModule):
         self.recommended = recommended
         self.countries = countries
         self.seasons = seasons
+        self.reference_maps = bool(reference_maps)  # batches carry "reference_map" (see the Dataset)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.persistent_workers = (self.num_workers > 0 if persistent_workers is None
                                    else bool(persistent_workers) and self.num_workers > 0)
@@ -147,7 +149,7 @@ class BigEarthNetDataModule(L.LightningDataModule):
             self.datasets[key] = BigEarthNetDataset(
                 self.store, modality=self.modality, bands=self.bands, split=split,
                 labels=self.num_classes, order=self.order, recommended=self.recommended,
-                countries=self.countries, seasons=self.seasons)
+                countries=self.countries, seasons=self.seasons, reference_maps=self.reference_maps)
         return self.datasets[key]
 
     def setup(self, stage: str | None = None) -> None:

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from benmm.archive import refmaps
 from benmm.archive.splits import normalize_split
 from benmm.archive.splits import seasons as official_seasons
 from benmm.bands import (
@@ -43,6 +44,7 @@ from benmm.bands import (
     split_by_modality,
 )
 from benmm.data.loading import shared_empty
+from benmm.data.maps import fill_map
 from benmm.errors import BenmmError, LabelError, SplitError, StoreError
 from benmm.labels import ORDERS, label_names
 from benmm.labels import multi_hot as label_multi_hot
@@ -165,13 +167,18 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         Drop the seasonal-snow, cloud/shadow and no-19-class patches (the recommended set). On by default.
     countries, seasons:
         Keep only these countries / seasons (``Spring``, ``Summer``, ``Fall``/``Autumn``, ``Winter``).
+    reference_maps:
+        Also return ``sample["reference_map"]``: the pair's reBEN reference map, int64 [120, 120] of raw
+        CLC Level-3 codes (0 = no data; :func:`benmm.archive.refmaps.class_index_map` turns it into class
+        indices). Needs a store that holds the maps (encoded from the reBEN release with its
+        ``Reference_Maps/``, or a reBEN LMDB with ``<patch_id>_reference_map`` keys).
     """
 
     def __init__(self, store: Store | str | Path, modality: str = "s1s2",
                  bands: str | Iterable[str] | None = None, split: str | None = "train", labels: int = 19,
                  order: str = "official", recommended: bool = True,
                  countries: Iterable[str] | str | None = None,
-                 seasons: Iterable[str] | str | None = None) -> None:
+                 seasons: Iterable[str] | str | None = None, reference_maps: bool = False) -> None:
         if isinstance(store, str | Path):
             from benmm.store import Store
 
@@ -201,6 +208,12 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
             self._wanted[mod].extend((key, ch, band) for ch, band in enumerate(group))
         self._layouts: dict[tuple[str, bytes], tuple[list[tuple[str, int, np.dtype, int, int]], int]] = {}
         self._shapes = self.shapes()
+        self._map_keys: np.ndarray | None = None
+        if reference_maps:
+            if not getattr(store, "has_reference_maps", False):
+                raise DatasetError(f"{where}: this store has no reference maps; encode the reBEN release "
+                                   "with its Reference_Maps/ folder (or use reference_maps=False)")
+            self._map_keys = np.char.add(self._names, refmaps.SUFFIX.encode())
         self._env: Any = None
         self._env_pid = -1
 
@@ -239,6 +252,10 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         sample: dict[str, Any] = {key: torch.from_numpy(a) for key, a in arrays.items()}
         sample["label"] = torch.from_numpy(self._labels[i].astype(np.float32))
         sample["name"] = self._names[i].decode()
+        if self._map_keys is not None:
+            sample["reference_map"] = torch.empty((refmaps.SIDE, refmaps.SIDE), dtype=torch.int64)
+            with self._reader() as get:
+                self._fill_map(i, sample["reference_map"].numpy(), get)
         return sample
 
     def get_batch(self, indices: Sequence[int], shared: bool | None = None,
@@ -264,6 +281,14 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         labels = self._target(out.get("label"), (len(idx), self.num_classes), shared, "label")
         labels.numpy()[:] = self._labels[idx]
         batch["label"] = labels
+        if self._map_keys is not None:  # int64, so a fresh tensor (the reused buffers are float32)
+            maps = torch.empty((len(idx), refmaps.SIDE, refmaps.SIDE), dtype=torch.int64)
+            if shared:
+                maps.share_memory_()  # empty: moved before it is filled, so nothing is copied
+            with self._reader() as get:
+                for row, i in enumerate(idx):
+                    self._fill_map(i, maps[row].numpy(), get)
+            batch["reference_map"] = maps
         batch["name"] = [self._names[i].decode() for i in idx]
         return batch
 
@@ -334,6 +359,13 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
             for sample_key, ch, dtype, start, side in plan:
                 out[sample_key][ch] = np.frombuffer(buf, dtype=dtype, count=side * side,
                                                     offset=start).reshape(side, side)
+
+    def _fill_map(self, i: int, out: np.ndarray, get: Callable[[bytes], Any]) -> None:
+        """Pair ``i``'s reference map into ``out`` (int64 [120, 120]), its value checked like a band's."""
+        assert self._map_keys is not None
+        reason = fill_map(get(self._map_keys[i]), out)
+        if reason is not None:
+            raise self._error(i, "map", self._map_keys[i], reason)
 
     def _plan(self, buf: Any, mod: str, i: int, key: bytes
               ) -> tuple[list[tuple[str, int, np.dtype, int, int]], int]:

@@ -20,7 +20,9 @@ model eats, in one pass per batch rather than per sample:
    integer factors 2 and 6 it replicates each coarse pixel into a 2x2 / 6x6 block.
 3. **augment** (optional): per sample, one of the 8 symmetries of the square (flips and 90° rotations),
    drawn from a seeded :class:`torch.Generator`, applied identically to every image key of the sample
-   (S1, S2 and native groups), so an S1/S2 pair stays co-registered.
+   (S1, S2 and native groups) and to its ``reference_map`` (when the dataset returns one), so an S1/S2
+   pair and its per-pixel land-cover map stay co-registered. The map is only ever flipped and rotated:
+   never normalised or resampled, and it keeps its integer dtype.
 
 All operations are plain tensor ops on the batch's device, so a batch gives the same result on CPU and
 GPU (up to the float rounding of the device's interpolation kernels).
@@ -51,6 +53,8 @@ from benmm.errors import BenmmError
 Resample = Literal["nearest", "bilinear", "bicubic"]
 RESAMPLE_MODES: Final = ("nearest", "bilinear", "bicubic")
 IMAGE_KEYS: Final = ("s2", "s2_20m", "s2_60m", "s1")
+#: per-pixel label maps: augmented with the images, never normalised or interpolated
+MAP_KEYS: Final = ("reference_map",)
 GRID: Final = 120
 
 
@@ -345,12 +349,12 @@ class BatchTransform:
     def _augment(self, out: dict[str, Any], owned: bool = False) -> None:
         """Per-sample square symmetries, the same for every image key; ``owned``: the tensors are this
         call's own outputs and are changed in place (``index_select`` copies the rows it reads first)."""
-        keys = [k for k in IMAGE_KEYS if k in out]
+        keys = [k for k in IMAGE_KEYS + MAP_KEYS if k in out]
         n = out[keys[0]].shape[0]
         choice = self.draw(n)
         for key in keys:
             x = out[key]
-            result = x if owned else x.clone()
+            result = x if owned and key not in MAP_KEYS else x.clone()  # a map is the caller's tensor
             for code in torch.unique(choice).tolist():
                 k, flip = _DIHEDRAL[code]
                 if k == 0 and not flip:

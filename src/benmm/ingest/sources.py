@@ -11,6 +11,10 @@ the requested splits. Problems raise :class:`~benmm.errors.BenmmError` subclasse
   release), through its ``archive[name] -> Pair``, values serialised by
   :func:`~benmm.store.blob.encode_blob`.
 Every archive kind ``open_archive`` knows therefore also encodes.
+
+Reference maps (reBEN): a source that has them (a ``Reference_Maps/`` folder, or ``<patch_id>_reference_map``
+keys in an LMDB or store) adds each pair's map to its record, checked (:mod:`benmm.archive.refmaps`); a
+pair without one is then invalid. Sources without maps give records without them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
-from benmm.errors import ArchiveError, EncodeError, LabelError
+from benmm.errors import ArchiveError, EncodeError, LabelError, StoreError
 from benmm.labels import LABELS_19, LABELS_43, to_19
 from benmm.store.blob import BlobError, blob_layout, check_header, encode_blob, parse_header
 from benmm.store.layout import ENCODE_STATE, MANIFEST, REBEN_LMDB_NAMES, canonical_row, value_digest
@@ -48,8 +52,9 @@ def check_labels(labels19: list[str], labels43: list[str] | None, where: str) ->
 
 
 def _record(name: str, s1_key: str, s2: bytes | memoryview, s1: bytes | memoryview,
-            row: dict[str, Any]) -> Record:
-    return Record(name, s2, value_digest(s2), s1_key, s1, value_digest(s1), canonical_row(row))
+            row: dict[str, Any], ref_map: bytes | None = None) -> Record:
+    return Record(name, s2, value_digest(s2), s1_key, s1, value_digest(s1), canonical_row(row),
+                  ref_map, None if ref_map is None else value_digest(ref_map))
 
 
 class Source:
@@ -184,6 +189,7 @@ class StoreSource(Source):
         super().__init__(root, splits)
         self.store = Store.open(root)
         self.kind = self.store.kind
+        self.maps = self.store.has_reference_maps
 
     def tasks(self, splits: tuple[str, ...] | None) -> list[tuple[str, Any]]:
         df = self.store.metadata  # loaded here, before the workers fork, so they share it
@@ -209,7 +215,17 @@ class StoreSource(Source):
         row = _plain(self.store.metadata.iloc[i].to_dict())
         row["labels"] = list(row["labels"] or [])
         check_labels(row["labels"], row["labels43"], f"{self.store.path}: pair {name}")
-        return _record(name, s1_key, values[0], values[1], row)
+        ref_map = None
+        if self.maps:  # copied as it is, once checked
+            from benmm.archive.refmaps import decode_map_blob, map_key
+
+            try:
+                ref_map = self.store.raw(map_key(name))
+            except StoreError:
+                raise ArchiveError(f"{self.store.lmdb_path}::{map_key(name)}: reference map is missing from "
+                                   "the LMDB (the other pairs have one)") from None
+            decode_map_blob(ref_map, f"{self.store.lmdb_path}::{map_key(name)}")
+        return _record(name, s1_key, values[0], values[1], row, ref_map)
 
     def size_hint(self, pairs: int, per_pair: int) -> int:
         size = (self.store.lmdb_path / "data.mdb").stat().st_size
@@ -224,6 +240,7 @@ class ArchiveSource(Source):
         super().__init__(root, splits)
         self.archive = archive
         self.kind = f"{archive.kind}-{getattr(archive, 'backend', 'files')}"
+        self.maps = bool(getattr(archive, "has_reference_maps", False))
 
     def tasks(self, splits: tuple[str, ...] | None) -> list[tuple[str, Any]]:
         return sorted((str(name), None) for name in self.archive)
@@ -251,7 +268,12 @@ class ArchiveSource(Source):
                "contains_seasonal_snow": pair.contains_seasonal_snow,
                "contains_cloud_or_shadow": pair.contains_cloud_or_shadow,
                "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season}
-        return _record(name, pair.s1_name, values[0], values[1], row)
+        ref_map = None
+        if self.maps:
+            from benmm.archive.refmaps import encode_map_blob
+
+            ref_map = encode_map_blob(self.archive.reference_map(name))
+        return _record(name, pair.s1_name, values[0], values[1], row, ref_map)
 
 
 def open_source(path: Path, split: str | Any | None) -> tuple[Source, tuple[str, ...] | None]:

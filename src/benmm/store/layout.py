@@ -7,9 +7,11 @@ imports the other.
 in bytewise order ``u32le(len(key)) + key + sha256(value)``, then ``b"metadata\\n" + sha256(rows)``
 where ``rows`` are the metadata rows sorted by ``patch_id``, each the JSON of all
 :data:`METADATA_COLUMNS` (nulls as ``null``; ``sort_keys``, ``separators=(",", ":")``,
-``ensure_ascii=False``) plus ``\\n``. It depends only on what the store holds, never on the order
-pairs were written, the number of workers or interruptions; :meth:`Store.verify` recomputes it from
-the data (``benmm verify STORE``).
+``ensure_ascii=False``) plus ``\\n``. reBEN reference maps are keys like any
+other (``<patch_id>_reference_map``), so they enter the hash through the key list only: a store
+without maps has no such keys and keeps the hash it always had. It depends only on what the store
+holds, never on the order pairs were written, the number of workers or interruptions;
+:meth:`Store.verify` recomputes it from the data (``benmm verify STORE``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ A reBEN folder as published (``BigEarthNet-V2-LMDB/`` + ``metadata.parquet``, op
 The manifest holds ``format`` ("benmm-store"), ``format_version``, ``pairs`` and ``keys`` (checked on
 open against the metadata rows and the LMDB entries), ``skipped``, ``splits`` (pairs per split),
 ``label_sets`` ([19, 43] from v1, [19] from reBEN), ``bands`` and ``band_info`` (size, dtype,
-resolution), ``source`` (kind, path, split), ``created``/``created_by`` and ``content_hash``.
+resolution), ``source`` (kind, path, split), ``created``/``created_by`` and ``content_hash``;
+with reBEN reference maps also ``reference_maps`` (count, key, tensor: :mod:`benmm.archive.refmaps`).
 
 The content hash is defined in :mod:`benmm.store.layout`.
 
@@ -44,10 +45,12 @@ import numpy as np
 import pandas as pd
 
 from benmm.archive.base import Pair
+from benmm.archive.refmaps import decode_map_blob, is_map_key
 from benmm.archive.splits import split_column_value
 from benmm.bands import S1_BANDS, S2_BANDS
-from benmm.errors import StoreError
+from benmm.errors import ArchiveError, StoreError
 from benmm.labels import to_19
+from benmm.store import maps
 from benmm.store.blob import BlobError, check_header, decode_blob, parse_header
 from benmm.store.layout import (
     ENCODE_STATE,
@@ -324,6 +327,15 @@ class Store:
                     contains_cloud_or_shadow=row["contains_cloud_or_shadow"],
                     meta={"source": self.kind, "store": str(self.path)})
 
+    @cached_property
+    def has_reference_maps(self) -> bool:
+        """Whether the store holds reBEN reference maps (:func:`benmm.store.maps.has_maps`)."""
+        return maps.has_maps(self)
+
+    def reference_map(self, name: str) -> np.ndarray:
+        """Pair ``name``'s reference map: uint16 [120, 120] raw CLC Level-3 codes, 0 = no data."""
+        return maps.read_map(self, name)
+
     def keys(self) -> Iterator[str]:
         """Every LMDB key in bytewise order."""
         with self.env().begin() as txn:
@@ -344,8 +356,11 @@ class Store:
             for key, value in txn.cursor():
                 name = bytes(key).decode()
                 try:
-                    check_header(parse_header(value)[0], "s1" if name.startswith("S1") else "s2")
-                except BlobError as exc:
+                    if is_map_key(name):
+                        decode_map_blob(value, name)
+                    else:
+                        check_header(parse_header(value)[0], "s1" if name.startswith("S1") else "s2")
+                except (BlobError, ArchiveError) as exc:
                     raise StoreError(f"{self.path}: value of {name!r} is damaged: {exc}") from None
                 hasher.add(name, value_digest(value))
         if self.kind == "store":

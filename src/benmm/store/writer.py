@@ -30,6 +30,8 @@ from typing import Any, Final, NamedTuple
 
 import lmdb
 
+from benmm.archive.refmaps import is_map_key, map_key
+from benmm.archive.refmaps import manifest_entry as maps_manifest
 from benmm.atomic import TMP_MARK, fsync_dir
 from benmm.atomic import atomic_write as _atomic_write
 from benmm.errors import EncodeError
@@ -51,6 +53,10 @@ class Record(NamedTuple):
     s1_value: bytes | memoryview
     s1_digest: bytes
     row: bytes  # the metadata row as canonical JSON
+    #: the pair's reBEN reference map value (safetensors {"Data": uint16 [120, 120]}) when the source
+    #: has maps, stored under ``<name>_reference_map`` (rico-hdl's key; see benmm.archive.refmaps)
+    map_value: bytes | memoryview | None = None
+    map_digest: bytes | None = None
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -140,7 +146,8 @@ class StoreWriter:
 
     def commit(self, records: Sequence[Record], skipped: Sequence[tuple[str, str]] = ()) -> None:
         """Write one batch in one transaction (all or nothing); grows the map when it is full."""
-        nbytes = sum(len(r.s2_value) + len(r.s1_value) + len(r.row) + 256 for r in records)
+        nbytes = sum(len(r.s2_value) + len(r.s1_value) + len(r.row) + 256
+                     + (len(r.map_value) + 128 if r.map_value is not None else 0) for r in records)
         while True:
             try:
                 self._reserve(nbytes)
@@ -158,12 +165,14 @@ class StoreWriter:
         with self.env.begin(write=True) as txn:
             for r in records:
                 s2, s1 = r.name.encode(), r.s1_key.encode()
-                for key, digest in ((s2, r.s2_digest), (s1, r.s1_digest)):
+                values = [(s2, r.s2_value, r.s2_digest), (s1, r.s1_value, r.s1_digest)]
+                if r.map_value is not None and r.map_digest is not None:
+                    values.append((map_key(r.name).encode(), r.map_value, r.map_digest))
+                for key, value, digest in values:
                     if not txn.put(key, digest, db=digests, overwrite=False):
                         raise EncodeError(f"{r.name}: key {key.decode()} is written twice (two pairs share "
                                           "a patch?); check the archive's pairing")
-                txn.put(s2, r.s2_value)
-                txn.put(s1, r.s1_value)
+                    txn.put(key, value)
                 txn.put(s2, r.row, db=meta)
                 txn.delete(s2, db=skip)
             for name, reason in skipped:
@@ -183,16 +192,21 @@ class StoreWriter:
             manifest = json.loads(final.read_text(encoding="utf-8"))
         else:
             hasher = ContentHasher()
+            keys = maps = 0
             with self.env.begin() as txn:
                 for key, digest in txn.cursor(db=self.dbs["digests"]):
                     hasher.add(bytes(key).decode(), bytes(digest))
+                    keys += 1
+                    maps += is_map_key(bytes(key).decode())
                 rows = [json.loads(bytes(v)) for v in txn.cursor(db=self.dbs["meta"]).iternext(keys=False)]
                 skipped = txn.stat(self.dbs["skipped"])["entries"]
             splits: dict[str, int] = {}
             for row in rows:
                 splits[str(row["split"])] = splits.get(str(row["split"]), 0) + 1
             with_43 = bool(rows) and all(row["labels43"] is not None for row in rows)
-            manifest = {**manifest, "pairs": len(rows), "keys": 2 * len(rows), "skipped": skipped,
+            if maps:  # absent without maps: such a store's manifest (and hash) is what it always was
+                manifest = {**manifest, "reference_maps": maps_manifest(maps)}
+            manifest = {**manifest, "pairs": len(rows), "keys": keys, "skipped": skipped,
                         "splits": splits,
                         "label_sets": [19, 43] if with_43 else [19], "content_hash": hasher.hexdigest(rows)}
             write_metadata(self.root / METADATA, rows)

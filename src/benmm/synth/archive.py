@@ -1,14 +1,17 @@
 """A seeded synthetic BigEarthNet-MM archive in the true on-disk format, with a learnable class signal.
 
-``synthesize(dst, pairs=N, seed=S, layout="v1"|"reben")`` writes N Sentinel-1/Sentinel-2 pairs that a
-reader cannot tell from the real archive by format:
+``synthesize(dst, pairs=N, seed=S, layout="v1"|"reben"|"reben-release")`` writes N Sentinel-1/Sentinel-2
+pairs that a reader cannot tell from the real archive by format:
 
 * ``v1``: ``BigEarthNet-v1.0/<S2 name>/`` and ``BigEarthNet-S1-v1.0/<S1 name>/``, one uncompressed
   GeoTIFF per band (byte layout of the real files, see :mod:`benmm.synth.geotiff`) and the
   ``<name>_labels_metadata.json`` files with the real keys (see :mod:`benmm.synth.metadata`);
 * ``reben``: ``BigEarthNet-V2-LMDB/`` (key = patch name, value = safetensors ``{band: array}``),
   ``metadata.parquet`` and ``metadata_for_patches_with_snow_cloud_or_shadow.parquet`` with the
-  published sample's columns, dtypes and index.
+  published sample's columns, dtypes and index;
+* ``reben-release``: reBEN as its publishers release it: ``BigEarthNet-S2/``, ``BigEarthNet-S1/`` and
+  ``Reference_Maps/`` GeoTIFF folders plus the same two parquet files (:mod:`benmm.synth.release`);
+  labels are the classes present in each pair's reference map.
 
 Pair identities (names, country, season, split, snow/cloud flags) are real pairs drawn from the official
 lists (:mod:`benmm.synth.labels`); labels and pixels are invented. Each patch is a warped Voronoi map
@@ -48,8 +51,8 @@ from benmm.synth.metadata import METADATA, METADATA_FLAGGED, geo, s1_json, s2_js
 __all__ = ["LAYOUTS", "LMDB_DIR", "METADATA", "METADATA_FLAGGED", "S1_ROOT", "S2_ROOT", "PairSpec",
            "SynthError", "SynthPair", "SynthSummary", "pair_specs", "render", "synthesize"]
 
-Layout = Literal["v1", "reben"]
-LAYOUTS: Final = ("v1", "reben")
+Layout = Literal["v1", "reben", "reben-release"]
+LAYOUTS: Final = ("v1", "reben", "reben-release")
 S2_ROOT: Final = "BigEarthNet-v1.0"
 S1_ROOT: Final = "BigEarthNet-S1-v1.0"
 LMDB_DIR: Final = "BigEarthNet-V2-LMDB"
@@ -242,11 +245,18 @@ _Result = tuple[int, list[tuple[bytes, bytes]], list[list[str]]]
 
 
 def _work(args: tuple[str, str, int, list[PairSpec]]) -> _Result:
-    """Worker: render a chunk of pairs; v1 writes the files, reben returns the LMDB records."""
+    """Worker: render a chunk of pairs; v1 and reben-release write the files, reben returns the LMDB
+    records."""
     root, layout, seed, specs = args
     written, records, labels = 0, [], []
     for spec in specs:
         pair = render(spec, seed)
+        if layout == "reben-release":
+            from benmm.synth import release
+
+            labels.append(release.present_labels43(pair))
+            written += release.write_pair(Path(root), pair)
+            continue
         labels.append(pair.labels43)
         if layout == "v1":
             written += _write_v1(Path(root), pair)
@@ -257,7 +267,7 @@ def _work(args: tuple[str, str, int, list[PairSpec]]) -> _Result:
 
 def pair_specs(pairs: int, seed: int, layout: Layout = "v1") -> list[PairSpec]:
     """The identities of the ``pairs`` pairs an archive with this seed holds, in generation order."""
-    df = choose_pairs(pairs, seed, reben=layout == "reben")
+    df = choose_pairs(pairs, seed, reben=layout in ("reben", "reben-release"))
     return [PairSpec(i, r.s2_name, r.s1_name, r.country, r.season, r.split, bool(r.snow), bool(r.cloud),
                      bool(r.no19)) for i, r in enumerate(df.itertuples(index=False))]
 
@@ -275,7 +285,7 @@ def _check_args(dst: Path, pairs: int, layout: str, overwrite: bool) -> None:
         raise SynthError(f"{dst} exists and is not empty; choose an empty or new folder, or pass --overwrite")
     if dst.is_dir() and any(dst.iterdir()) and overwrite and not _is_archive(dst):
         raise SynthError(f"{dst} is not a BigEarthNet archive; --overwrite only replaces an archive (v1 or "
-                         "reBEN layout): choose an empty or new folder")
+                         "reBEN layouts): choose an empty or new folder")
 
 
 def _is_archive(path: Path) -> bool:
@@ -328,6 +338,10 @@ def _synthesize_into(tmp: Path, dst: Path, specs: list[PairSpec], pairs: int, se
     if layout == "v1":
         (tmp / S2_ROOT).mkdir()
         (tmp / S1_ROOT).mkdir()
+    elif layout == "reben-release":
+        from benmm.synth.release import make_dirs
+
+        make_dirs(tmp)
     chunk = max(1, min(64, pairs // (workers * 8) or 1))
     jobs = [(str(tmp), layout, seed, c) for c in _chunks(specs, chunk)]
     labels: list[list[str]] = []
@@ -351,7 +365,7 @@ def _synthesize_into(tmp: Path, dst: Path, specs: list[PairSpec], pairs: int, se
             pool.terminate()  # no-op after a clean join; stops the workers on an error or Ctrl-C
         if sink:
             sink.close()
-    if layout == "reben":
+    if layout != "v1":
         total += write_metadata(tmp, [(spec.__dict__, lab) for spec, lab in zip(specs, labels, strict=True)])
     if dst.exists():
         shutil.rmtree(dst) if any(dst.iterdir()) else dst.rmdir()

@@ -13,11 +13,19 @@ the real ones and reads them back with tifffile and rasterio):
   ModelTiepoint, GeoKeyDirectory, GeoAsciiParams, then the pixel strips;
 * GDAL's strip size: ``RowsPerStrip = max(1, 8192 // bytes_per_row)`` (34 rows for 120x120 uint16,
   17 for 120x120 float32, the whole image for 60x60 and 20x20 uint16).
+
+The reBEN release's files differ in two ways, both options here (layouts checked against published
+reBEN files in rico-hdl's ``integration_tests/tiffs/BigEarthNet/``): its S2 band files carry a 16th
+tag, GDAL_NODATA (42113) = ``"0"``, and SHORT strip byte counts (``nodata=0, short_counts=True``
+reproduces a published 120x120 and a 20x20 S2 file byte for byte); its reference maps are
+deflate-compressed with horizontal differencing (``deflate=True``: Compression 8, Predictor 2, strips
+compressed with zlib; GDAL's deflate library gives other compressed bytes, the same pixels).
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from functools import cache
 from typing import Final
 
@@ -54,8 +62,20 @@ def _layout(height: int, width: int, dtype: str) -> tuple[int, int, int]:
     return rps, -(-height // rps), rps * row
 
 
-def geotiff_bytes(array: np.ndarray, ulx: float, uly: float, resolution: float, zone: int) -> bytes:
-    """The complete file for a single-band 2-D ``array`` whose upper-left corner is (ulx, uly) in UTM."""
+def _predicted(arr: np.ndarray) -> np.ndarray:
+    """TIFF horizontal differencing (Predictor 2) of an unsigned integer image, per row, modulo 2**bits."""
+    out = arr.copy()
+    out[:, 1:] = arr[:, 1:] - arr[:, :-1]  # unsigned arithmetic wraps, as the predictor wants
+    return out
+
+
+def geotiff_bytes(array: np.ndarray, ulx: float, uly: float, resolution: float, zone: int,
+                  nodata: int | None = None, short_counts: bool = False, deflate: bool = False) -> bytes:
+    """The complete file for a single-band 2-D ``array`` whose upper-left corner is (ulx, uly) in UTM.
+
+    ``nodata`` adds GDAL_NODATA, ``short_counts`` writes SHORT strip byte counts (both as in reBEN's
+    S2 files: GDAL wrote SHORT ones for several strips), ``deflate`` compresses the strips with
+    Predictor 2 (unsigned integers; reBEN's reference maps)."""
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D band, got shape {array.shape}")
     arr = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
@@ -64,9 +84,18 @@ def geotiff_bytes(array: np.ndarray, ulx: float, uly: float, resolution: float, 
     rps, nstrips, strip_bytes = _layout(height, width, dt.str)
     citation = utm_citation(zone).encode("ascii") + b"\0"
     keys = geokeys(32600 + zone, len(citation) - 1 - 7)
-    total = arr.nbytes
+    if deflate:
+        if dt.kind != "u":
+            raise ValueError("deflate with Predictor 2 is written for unsigned integer images only")
+        pred = _predicted(arr)
+        strips = [zlib.compress(pred[i * rps:(i + 1) * rps].tobytes(), 6) for i in range(nstrips)]
+    else:
+        flat = arr.tobytes()
+        strips = [flat[i * strip_bytes:(i + 1) * strip_bytes] for i in range(nstrips)]
+    sizes = [len(b) for b in strips]
+    count_type = _SHORT if short_counts and nstrips > 1 and max(sizes) < 1 << 16 else _LONG
 
-    n_entries = 15
+    n_entries = 15 + (nodata is not None) + deflate
     cursor = 8 + 2 + 12 * n_entries + 4
     blobs: list[bytes] = []
 
@@ -79,9 +108,11 @@ def geotiff_bytes(array: np.ndarray, ulx: float, uly: float, resolution: float, 
         cursor += len(blob)
         return offset
 
-    counts = [strip_bytes] * (nstrips - 1) + [total - strip_bytes * (nstrips - 1)]
+    counts = sizes
     # out-of-line order as GDAL wrote it: byte counts, offsets, scale, tiepoint, geokeys, ascii
-    counts_at = place(struct.pack(f"<{nstrips}I", *counts)) if nstrips > 1 else None
+    code = "H" if count_type == _SHORT else "I"
+    packed_counts = struct.pack(f"<{nstrips}{code}", *counts)
+    counts_at = place(packed_counts) if len(packed_counts) > 4 else None
     offsets_slot = len(blobs)
     offsets_at = place(b"\0" * 4 * nstrips) if nstrips > 1 else None
     scale_at = place(struct.pack("<3d", resolution, resolution, 0.0))
@@ -89,7 +120,7 @@ def geotiff_bytes(array: np.ndarray, ulx: float, uly: float, resolution: float, 
     keys_at = place(struct.pack(f"<{len(keys)}H", *keys))
     ascii_at = place(citation)
     data_at = cursor
-    offsets = [data_at + i * strip_bytes for i in range(nstrips)]
+    offsets = [data_at + sum(sizes[:i]) for i in range(nstrips)]
     if nstrips > 1:
         blobs[offsets_slot] = struct.pack(f"<{nstrips}I", *offsets)
 
@@ -108,18 +139,21 @@ def geotiff_bytes(array: np.ndarray, ulx: float, uly: float, resolution: float, 
         entry(256, _SHORT, 1, short(width)),
         entry(257, _SHORT, 1, short(height)),
         entry(258, _SHORT, 1, short(dt.itemsize * 8)),
-        entry(259, _SHORT, 1, short(1)),                       # no compression
+        entry(259, _SHORT, 1, short(8 if deflate else 1)),     # deflate or no compression
         entry(262, _SHORT, 1, short(1)),                       # MinIsBlack
         entry(273, _LONG, nstrips, offsets_at if offsets_at is not None else long(offsets[0])),
         entry(277, _SHORT, 1, short(1)),
         entry(278, _SHORT, 1, short(rps)),
-        entry(279, _LONG, nstrips, counts_at if counts_at is not None else long(counts[0])),
+        entry(279, count_type, nstrips, counts_at if counts_at is not None else packed_counts),
         entry(284, _SHORT, 1, short(1)),                       # contiguous
+        *([entry(317, _SHORT, 1, short(2))] if deflate else []),  # Predictor: horizontal differencing
         entry(339, _SHORT, 1, short(_SAMPLE_FORMAT[dt.kind])),
         entry(33550, _DOUBLE, 3, scale_at),
         entry(33922, _DOUBLE, 6, tie_at),
         entry(34735, _SHORT, len(keys), keys_at),
         entry(34737, _ASCII, len(citation), ascii_at),
+        *([entry(42113, _ASCII, len(str(nodata)) + 1, str(nodata).encode() + b"\0")]
+          if nodata is not None else []),  # GDAL_NODATA, inline (fits in 4 bytes)
     ]
     head = b"II*\0" + struct.pack("<IH", 8, n_entries) + b"".join(ifd) + b"\0\0\0\0"
-    return b"".join([head, *blobs, arr.tobytes()])
+    return b"".join([head, *blobs, *strips])
