@@ -140,3 +140,24 @@ def read_footprints(metadata_files: Sequence[Any]) -> Any:
                 frame[c] = None
         frames.append(frame[list(wanted)])
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def store_bounds(metadata_files: Sequence[Any]) -> np.ndarray:
+    """float64 [pairs, 4] lon/lat bounds per metadata row of a store (NaN rows: no footprint)."""
+    geoms = read_footprints(metadata_files)[GEOMETRY]
+    return wkb_bounds([v if isinstance(v, bytes | bytearray | memoryview) else None for v in geoms])
+
+
+def extent_by_country(metadata_files: Sequence[Any], countries: Sequence[Any]
+                      ) -> dict[str, tuple[float, float, float, float] | None]:
+    """Country -> (lon_min, lat_min, lon_max, lat_max) of its pairs' footprints; None for a country
+    whose pairs have no footprint. ``countries``: the store's country column, row-aligned."""
+    bounds = store_bounds(metadata_files)
+    names = np.array(["(unknown)" if c is None or c != c else str(c) for c in countries], dtype=object)
+    out: dict[str, tuple[float, float, float, float] | None] = {}
+    for country in sorted(set(names)):
+        b = bounds[names == country]
+        b = b[~np.isnan(b).any(axis=1)]
+        out[country] = None if not len(b) else (float(b[:, 0].min()), float(b[:, 1].min()),
+                                                float(b[:, 2].max()), float(b[:, 3].max()))
+    return out
