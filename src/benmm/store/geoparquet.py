@@ -145,7 +145,7 @@ def read_footprints(metadata_files: Sequence[Any]) -> Any:
 def store_bounds(metadata_files: Sequence[Any]) -> np.ndarray:
     """float64 [pairs, 4] lon/lat bounds per metadata row of a store (NaN rows: no footprint)."""
     geoms = read_footprints(metadata_files)[GEOMETRY]
-    return wkb_bounds([v if isinstance(v, bytes | bytearray | memoryview) else None for v in geoms])
+    return wkb_bounds([bytes(v) if isinstance(v, bytes | bytearray | memoryview) else None for v in geoms])
 
 
 def extent_by_country(metadata_files: Sequence[Any], countries: Sequence[Any]
