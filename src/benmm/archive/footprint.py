@@ -9,8 +9,13 @@ exactly as the source states it, so that it can be hashed and stored without rou
 * the reBEN GeoTIFF release: the S2 B02 GeoTIFF's own georeference (model tie point + pixel scale +
   ``ProjectedCSTypeGeoKey``), read with tifffile;
 * a reBEN LMDB: none. Its values are bare arrays and ``metadata.parquet`` has no coordinates; the place
-  follows from the tile and the name's ``x_y`` only through the Sentinel-2 tiling grid's tile corners
-  (ESA's tiling-grid KML, not shipped with benmm), so benmm stores no footprint rather than a derived one.
+  follows from the tile and the name's ``x_y`` only through the Sentinel-2 tiling grid's tile corners.
+  Those are published as data, not as a formula: the tiles are 109.8 km squares aligned with the MGRS
+  100 km grid and overlapping their neighbours, their corners listed in ESA's tiling-grid KML
+  (https://hls.gsfc.nasa.gov/products-description/tiling-system/: "The tiles dimension is 109.8km ...
+  The kml edited by ESA with all tiles ID"). benmm ships no copy of that list, and the rule the
+  synthetic archive uses (:func:`benmm.synth.metadata.tile_origin`) is checked on the example pairs'
+  four tiles only, so benmm stores no footprint for a reBEN LMDB rather than a derived one.
 
 :func:`lonlat_rings` maps source footprints to WGS84 with pyproj (one vectorised transform per CRS).
 The ring is the rectangle's four corners, counter-clockwise from the south-west one; a 1.2 km UTM edge
