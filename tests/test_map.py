@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from benmm.retrieval.service.app import STATIC_DIR, create_app
+from benmm.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -27,12 +28,12 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 
 
 @pytest.fixture(scope="module")
-def geo_index(synthetic, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
-    """A flat band-statistics index over a synthetic store (which has footprints)."""
+def geo_index(v1_sample_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flat band-statistics index over the 6 real example pairs' store (which has footprints)."""
     from benmm.retrieval.build import index_from_embeddings
     from benmm.retrieval.embed import embed_store
 
-    store = synthetic.store(pairs=20, seed=0)
+    store = v1_sample_store
     root = tmp_path_factory.mktemp("geo-index")
     embed_store("band-stats", store.path, root / "emb", recommended=False)
     return index_from_embeddings(root / "emb", kind="flat").save(root / "index")
@@ -51,7 +52,7 @@ def _store_centres(index: Path) -> dict[str, tuple[float, float]]:
 def test_hits_carry_footprints(geo_index: Path, retrieval_index_dir: Path) -> None:
     client = TestClient(create_app(geo_index, embedder=None))
     health = client.get("/api/health").json()
-    assert health["footprints"] == 20 and health["footprints_note"] is None
+    assert health["footprints"] == 6 and health["footprints_note"] is None
     name = client.get("/api/random").json()["name"]
     data = client.get("/api/search", params={"name": name, "k": 5}).json()
     centres = _store_centres(geo_index)
