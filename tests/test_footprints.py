@@ -90,7 +90,7 @@ def test_json_footprint_equals_the_geotiff_footprint(v1_sample_root: Path) -> No
     with pytest.raises(ArchiveError, match="do not form a rectangle"):
         from_v1_json({"ulx": 5, "uly": 10, "lrx": 0, "lry": 4}, "EPSG:32633", "x.json")
     assert from_v1_json(None, "EPSG:32633", "x") is None
-    with pytest.raises(ArchiveError, match="not a CRS"):
+    with pytest.raises(ArchiveError, match=r"^x: projection .* is not a CRS pyproj knows"):
         from_v1_json({"ulx": 0, "uly": 10, "lrx": 5, "lry": 4}, "PROJCS[nonsense", "x")
     assert lonlat_rings([None]) == [None]
 
@@ -127,3 +127,38 @@ def test_synthetic_archive_footprints_follow_its_tiles(synthetic) -> None:  # ty
     assert len(gdf) == len(store) and gdf.geometry.notna().all()
     b = gdf.geometry.bounds  # within the archive's ten countries
     assert ((b.minx > -11) & (b.maxx < 32) & (b.miny > 36) & (b.maxy < 71)).all()
+
+
+def test_reben_geotiff_release_footprints_come_from_the_geotiffs(reben_sample_root: Path,
+                                                                 tmp_path: Path) -> None:
+    """The GeoTIFF release: each S2 B02 file's own georeference (written here with rasterio) becomes the
+    pair's footprint; the LMDB of the same patches has none, so their hashes differ by exactly that."""
+    from affine import Affine
+
+    from benmm.archive.v2 import V2Archive, s2_tiff_dir
+    from benmm.names import parse
+    from test_archive_v2 import _write_tiff_layout
+
+    tif = tmp_path / "reben-tif"
+    _write_tiff_layout(reben_sample_root, tif)
+    arc = V2Archive(tif)
+    want = {}
+    for k, name in enumerate(arc):
+        path = s2_tiff_dir(tif, name) / f"{name}_B02.tif"
+        band = arc.read_key(name, ("B02",))["B02"]
+        p = parse(name)
+        west, north = 300000.0 + 1200 * p.x, 5400000.0 - 1200 * p.y  # 33UUP's upper-left corner
+        epsg = 32633 if k % 2 else 32632  # two zones in one archive: each row keeps its own
+        with rasterio.open(path, "w", driver="GTiff", width=120, height=120, count=1, dtype=band.dtype,
+                           crs=f"EPSG:{epsg}", transform=Affine(10, 0, west, 0, -10, north)) as ds:
+            ds.write(band, 1)
+        want[name] = (f"EPSG:{epsg}", (west, north - 1200, west + 1200, north))
+    store = encode(tif, tmp_path / "tif.store", workers=1, progress=False)
+    assert (store.manifest or {})["footprints"]["pairs"] == len(want)
+    rows = {r["patch_id"]: r for r in pq.read_table(store.path / "metadata.parquet").to_pylist()}
+    for name, (crs, box) in want.items():
+        assert (rows[name]["footprint_crs"], tuple(rows[name]["footprint_bounds"])) == (crs, box)
+        lon, lat = Transformer.from_crs(crs, "EPSG:4326").transform(box[0], box[1])[::-1]
+        assert shapely.from_wkb(rows[name]["geometry"]).exterior.coords[0] == pytest.approx((lon, lat))
+    plain = encode(reben_sample_root, tmp_path / "lmdb.store", workers=1, progress=False)
+    assert plain.content_hash != store.content_hash == store.verify()

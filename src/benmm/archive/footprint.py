@@ -58,7 +58,7 @@ def crs_name(projection: str) -> str:
     try:
         crs = CRS.from_user_input(projection)
     except CRSError as exc:
-        raise ArchiveError(f"projection {projection[:60]!r}... is not a CRS pyproj knows ({exc})") from None
+        raise ArchiveError(f"projection {projection[:60]!r} is not a CRS pyproj knows ({exc})") from None
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
 
@@ -83,7 +83,10 @@ def from_v1_json(coordinates: dict[str, Any] | None, projection: str | None, whe
         return None
     lry = coordinates.get("lry", coordinates.get("lly"))
     box = _bounds(coordinates.get("ulx"), lry, coordinates.get("lrx"), coordinates.get("uly"), where)
-    return crs_name(projection), box
+    try:
+        return crs_name(projection), box
+    except ArchiveError as exc:
+        raise ArchiveError(f"{where}: {exc}; the projection must be the patch's UTM zone (WKT)") from None
 
 
 def from_geotiff(path: str) -> SourceFootprint | None:

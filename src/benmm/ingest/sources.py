@@ -246,7 +246,8 @@ class ArchiveSource(Source):
         self.kind = f"{archive.kind}-{getattr(archive, 'backend', 'files')}"
         self._footprint = getattr(archive, "footprint", None)
         self.footprints = {"from": "each S2 B02 GeoTIFF's georeference, to WGS84 with pyproj",
-                           "why_none": REBEN_NO_FOOTPRINT}
+                           "why_none": "its GeoTIFFs carry no georeference (no GeoTIFF tags)"
+                           if self._footprint is not None else "the archive reader gives no footprints"}
 
     def tasks(self, splits: tuple[str, ...] | None) -> list[tuple[str, Any]]:
         return sorted((str(name), None) for name in self.archive)
