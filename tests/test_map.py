@@ -23,6 +23,9 @@ from benmm.retrieval.service.app import STATIC_DIR, create_app
 from benmm.store import Store
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# as in test_browser.py: CI installs chromium where it can, and says so where it cannot
+NEEDS_CHROMIUM = pytest.mark.skipif(CHROMIUM is None,
+                                    reason="chromium is not installed (apt-get install chromium)")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage")
 
@@ -136,6 +139,7 @@ def _dom(url: str, tmp_path: Path) -> str:
 
 
 @pytest.mark.browser
+@NEEDS_CHROMIUM
 def test_page_draws_the_query_and_results_on_the_map(geo_index: Path, tmp_path: Path) -> None:
     outline = json.loads((STATIC_DIR / "europe.json").read_text())
     lon0, lat0, lon1, lat1 = outline["bbox"]
@@ -167,6 +171,7 @@ def test_page_draws_the_query_and_results_on_the_map(geo_index: Path, tmp_path: 
 
 
 @pytest.mark.browser
+@NEEDS_CHROMIUM
 def test_page_says_why_there_is_no_map(retrieval_index_dir: Path, tmp_path: Path) -> None:
     with _serve(retrieval_index_dir) as url:
         name = TestClient(create_app(retrieval_index_dir, embedder=None)).get("/api/random").json()["name"]
