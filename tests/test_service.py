@@ -72,6 +72,7 @@ def test_search_archive_patch(client: TestClient, index: RetrievalIndex) -> None
         "labels": index.labels_of(name),
         "upload": False,
         "in_archive": True,
+        "footprint": None,  # a reBEN LMDB store has no footprints (tests/test_map.py: one that has)
     }
     results = body["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]

@@ -200,6 +200,16 @@ class V2Archive:
         """The metadata row of a pair as a dict."""
         return dict(self.metadata.iloc[self._row[self.patch_id(name)]])
 
+    def footprint(self, name: str) -> tuple[str, tuple[float, float, float, float]] | None:
+        """The S2 B02 GeoTIFF's footprint (GeoTIFF release); None for the LMDB, which has no georeference
+        (:data:`benmm.archive.footprint.REBEN_NO_FOOTPRINT`)."""
+        if self.backend != "tiff":
+            return None
+        from benmm.archive.footprint import from_geotiff
+
+        pid = self.patch_id(name)
+        return from_geotiff(str(s2_tiff_dir(self.root, pid) / f"{pid}_B02.tif"))
+
     # -- image data --------------------------------------------------------------------------
     def _txn_get(self, key: str) -> bytes | None:
         with _env(self.lmdb_dir).begin(buffers=False) as txn:  # type: ignore[arg-type]

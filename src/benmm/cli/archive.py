@@ -57,10 +57,40 @@ def info(
             task = bar.add_task("reading labels", total=len(arc))
             frame = pairs_frame(arc, progress=lambda n: bar.advance(task, n))
     summary = summarize(arc, frame, quick_check=check)
+    _add_extent(arc, summary)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     _print_summary(summary)
+
+
+def _add_extent(arc: Any, summary: dict[str, Any]) -> None:
+    """A store's lon/lat extent per country (``extent``), from its GeoParquet footprints."""
+    files = getattr(arc, "metadata_files", None)
+    if getattr(arc, "kind", None) == "reben" and getattr(arc, "backend", None) == "lmdb":
+        from benmm.archive.footprint import REBEN_NO_FOOTPRINT
+
+        summary["no_footprints"] = REBEN_NO_FOOTPRINT
+    if not files:
+        return
+    from benmm.store.geoparquet import extent_by_country
+
+    summary["extent"] = extent_by_country(files, arc.metadata["country"].tolist())
+    note = ((getattr(arc, "manifest", None) or {}).get("footprints") or {})
+    if not any(summary["extent"].values()):
+        summary["no_footprints"] = note.get("why_none") or "the metadata has no footprint column"
+
+
+def _print_extent(s: dict[str, Any]) -> None:
+    if "no_footprints" in s:
+        console.print(f"extent: unknown (no footprints: {s['no_footprints']})", highlight=False)
+        return
+    table = Table(title="extent (WGS84 degrees)", title_justify="left")
+    for col in ("country", "lon min", "lat min", "lon max", "lat max"):
+        table.add_column(col, justify="left" if col == "country" else "right")
+    for country, box in s["extent"].items():
+        table.add_row(country, *(f"{v:.4f}" for v in box) if box else ("-",) * 4)
+    console.print(table)
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -75,6 +105,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     for key, column in (("splits", "split"), ("countries", "country"), ("seasons", "season")):
         if key in s:
             console.print(_table(key, s[key], total, column))
+    if "extent" in s or "no_footprints" in s:
+        _print_extent(s)
     if "excluded" in s:
         ex = s["excluded"]
         console.print(f"flagged: {ex['seasonal snow']:,} seasonal snow, {ex['cloud or shadow']:,} cloud or "

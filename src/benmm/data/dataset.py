@@ -45,7 +45,8 @@ from benmm.bands import (
 )
 from benmm.data.loading import shared_empty
 from benmm.data.maps import fill_map
-from benmm.errors import BenmmError, LabelError, SplitError, StoreError
+from benmm.data.place import DatasetError, place_mask
+from benmm.errors import LabelError, SplitError, StoreError
 from benmm.labels import ORDERS, label_names
 from benmm.labels import multi_hot as label_multi_hot
 from benmm.store.blob import BlobError, parse_header
@@ -84,10 +85,6 @@ def _check_names(given: Iterable[str] | str, valid: Sequence[str], what: str,
         except KeyError:
             raise DatasetError(f"unknown {what} {item!r}; valid {what}s: {', '.join(valid)}") from None
     return out
-
-
-class DatasetError(BenmmError, ValueError):
-    """An unknown filter value (country, season) or a store that lacks what was asked for."""
 
 
 def select(meta: pd.DataFrame, split: str | None, recommended: bool,
@@ -172,13 +169,18 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         CLC Level-3 codes (0 = no data; :func:`benmm.archive.refmaps.class_index_map` turns it into class
         indices). Needs a store that holds the maps (encoded from the reBEN release with its
         ``Reference_Maps/``, or a reBEN LMDB with ``<patch_id>_reference_map`` keys).
+    bbox:
+        ``(lon_min, lat_min, lon_max, lat_max)`` in degrees: keep the pairs whose footprint intersects it
+        (stores with footprints: see :mod:`benmm.data.place`). A place (``countries``, ``bbox``) that
+        matches no pair of the store is an error.
     """
 
     def __init__(self, store: Store | str | Path, modality: str = "s1s2",
                  bands: str | Iterable[str] | None = None, split: str | None = "train", labels: int = 19,
                  order: str = "official", recommended: bool = True,
                  countries: Iterable[str] | str | None = None,
-                 seasons: Iterable[str] | str | None = None, reference_maps: bool = False) -> None:
+                 seasons: Iterable[str] | str | None = None,
+                 bbox: Sequence[float] | None = None, reference_maps: bool = False) -> None:
         if isinstance(store, str | Path):
             from benmm.store import Store
 
@@ -192,7 +194,12 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         self.recommended = recommended
         self.layout = sample_layout(self.bands)
         where = str(getattr(store, "path", store))
-        meta = select(store.metadata, self.split, recommended, countries, seasons, where)
+        meta = store.metadata
+        if countries is not None:
+            countries = _check_names(countries, COUNTRIES, "country")
+        keep = place_mask(store, meta, countries, bbox, where)
+        meta = select(meta if keep is None else meta.loc[keep], self.split, recommended, countries, seasons,
+                      where)
         self._labels = multi_hot(meta, self.num_classes, order, where)
         self.label_names = label_names(self.num_classes, order)
         self._names = meta["patch_id"].to_numpy(dtype=str).astype(np.bytes_)

@@ -272,7 +272,7 @@ def _encode(source: Source, tasks: list[Task], params: dict[str, Any], dst: Path
             report = {"source": params, "skipped": skipped, "seconds": round(time.perf_counter() - start, 3),
                       "written": written, "resumed": resumed, "workers": workers}
             atomic_write(dst / REPORT, (json.dumps(report, indent=2) + "\n").encode())
-        writer.finish(_manifest_base(params))
+        writer.finish({**_manifest_base(params), "footprints": dict(source.footprints)})
         writer = None
     finally:
         if bar is not None:

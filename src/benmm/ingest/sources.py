@@ -20,13 +20,17 @@ pair without one is then invalid. Sources without maps give records without them
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
+from benmm.archive.footprint import REBEN_NO_FOOTPRINT, from_v1_json
 from benmm.bands import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
 from benmm.errors import ArchiveError, EncodeError, LabelError, StoreError
 from benmm.labels import LABELS_19, LABELS_43, to_19
 from benmm.store.blob import BlobError, blob_layout, check_header, encode_blob, parse_header
+from benmm.store.geoparquet import footprint_fields, read_footprints, row_footprint
 from benmm.store.layout import ENCODE_STATE, MANIFEST, REBEN_LMDB_NAMES, canonical_row, value_digest
 from benmm.store.reader import Store, _plain, column_split
 from benmm.store.writer import Record
@@ -59,6 +63,8 @@ def _record(name: str, s1_key: str, s2: bytes | memoryview, s1: bytes | memoryvi
 
 class Source:
     kind = "source"
+    #: where the footprints come from, or why there are none (the manifest's ``footprints``)
+    footprints: Mapping[str, str] = MappingProxyType({"why_none": "the source states no place"})
 
     def __init__(self, root: Path, splits: tuple[str, ...] | None) -> None:
         self.root = root
@@ -121,6 +127,8 @@ class V1Source(Source):
     """BigEarthNet v1.0 folders (or the example folders, or a synthetic archive in that layout)."""
 
     kind = "v1"
+    footprints = MappingProxyType({"from": "each S2 JSON's coordinates (UTM) and projection, to WGS84 "
+                                           "with pyproj", "why_none": "the JSONs state no coordinates"})
 
     def __init__(self, root: Path, splits: tuple[str, ...] | None) -> None:
         from benmm.archive.v1 import V1Archive
@@ -175,7 +183,9 @@ class V1Source(Source):
                "s1_name": pair.s1_name, "s2v1_name": pair.s2v1_name or name,
                "contains_seasonal_snow": pair.contains_seasonal_snow,
                "contains_cloud_or_shadow": pair.contains_cloud_or_shadow,
-               "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season}
+               "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season,
+               **footprint_fields(from_v1_json(pair.meta.get("coordinates"), pair.meta.get("projection"),
+                                               f"{s2_dir}"))}
         return _record(name, pair.s1_name, memoryview(s2), memoryview(s1), row)
 
     def begin_chunk(self) -> None:
@@ -190,6 +200,11 @@ class StoreSource(Source):
         self.store = Store.open(root)
         self.kind = self.store.kind
         self.maps = self.store.has_reference_maps
+        self._footprints: Any = None
+        if self.store.manifest is not None:
+            self.footprints = self.store.manifest.get("footprints") or Source.footprints
+        else:
+            self.footprints = {"why_none": REBEN_NO_FOOTPRINT}
 
     def tasks(self, splits: tuple[str, ...] | None) -> list[tuple[str, Any]]:
         df = self.store.metadata  # loaded here, before the workers fork, so they share it
@@ -201,6 +216,7 @@ class StoreSource(Source):
 
     def prepare(self) -> None:
         self.store.metadata  # noqa: B018 - loaded once here, shared by forked workers
+        self._footprints = read_footprints(self.store.metadata_files)
 
     def record(self, name: str, where: Any) -> Record | None:
         s1_key, i = where
@@ -214,6 +230,10 @@ class StoreSource(Source):
             values.append(value)
         row = _plain(self.store.metadata.iloc[i].to_dict())
         row["labels"] = list(row["labels"] or [])
+        if self._footprints is None:
+            self._footprints = read_footprints(self.store.metadata_files)
+        fp = _plain(self._footprints.iloc[i].to_dict())
+        row.update(footprint_fields(row_footprint(fp)))
         check_labels(row["labels"], row["labels43"], f"{self.store.path}: pair {name}")
         ref_map = None
         if self.maps:  # copied as it is, once checked
@@ -241,6 +261,10 @@ class ArchiveSource(Source):
         self.archive = archive
         self.kind = f"{archive.kind}-{getattr(archive, 'backend', 'files')}"
         self.maps = bool(getattr(archive, "has_reference_maps", False))
+        self._footprint = getattr(archive, "footprint", None)
+        self.footprints = {"from": "each S2 B02 GeoTIFF's georeference, to WGS84 with pyproj",
+                           "why_none": "its GeoTIFFs carry no georeference (no GeoTIFF tags)"
+                           if self._footprint is not None else "the archive reader gives no footprints"}
 
     def tasks(self, splits: tuple[str, ...] | None) -> list[tuple[str, Any]]:
         return sorted((str(name), None) for name in self.archive)
@@ -268,6 +292,8 @@ class ArchiveSource(Source):
                "contains_seasonal_snow": pair.contains_seasonal_snow,
                "contains_cloud_or_shadow": pair.contains_cloud_or_shadow,
                "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season}
+        if self._footprint is not None:
+            row.update(footprint_fields(self._footprint(name)))
         ref_map = None
         if self.maps:
             from benmm.archive.refmaps import encode_map_blob

@@ -7,10 +7,13 @@ imports the other.
 in bytewise order ``u32le(len(key)) + key + sha256(value)``, then ``b"metadata\\n" + sha256(rows)``
 where ``rows`` are the metadata rows sorted by ``patch_id``, each the JSON of all
 :data:`METADATA_COLUMNS` (nulls as ``null``; ``sort_keys``, ``separators=(",", ":")``,
-``ensure_ascii=False``) plus ``\\n``. reBEN reference maps are keys like any
-other (``<patch_id>_reference_map``), so they enter the hash through the key list only: a store
-without maps has no such keys and keeps the hash it always had. It depends only on what the store
-holds, never on the order pairs were written, the number of workers or interruptions;
+``ensure_ascii=False``) plus ``\\n``; a row with a footprint (``footprint_crs`` not null) also holds
+:data:`FOOTPRINT_COLUMNS` (the source CRS and the UTM bounds as floats), a row without one is
+unchanged, so stores without footprints keep the hash they always had. The WGS84 ``geometry`` column
+is not hashed: it is derived from those two (with pyproj, whose last digits may vary by PROJ
+version). reBEN reference maps are keys like any other (``<patch_id>_reference_map``), so they enter
+the hash through the key list only: a store without maps has no such keys. It depends only on what
+the store holds, never on the order pairs were written, the number of workers or interruptions;
 :meth:`Store.verify` recomputes it from the data (``benmm verify STORE``).
 """
 
@@ -34,6 +37,8 @@ REBEN_LMDB_NAMES: Final = (REBEN_LMDB, "Encoded-BigEarthNet")
 REBEN_EXTRA: Final = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
 METADATA_COLUMNS: Final = ("patch_id", "labels", "split", "country", "s1_name", "s2v1_name",
                            "contains_seasonal_snow", "contains_cloud_or_shadow", "labels43", "season")
+#: the footprint as the source states it (CRS, [west, south, east, north]); hashed where present
+FOOTPRINT_COLUMNS: Final = ("footprint_crs", "footprint_bounds")
 _HASH_PREFIX: Final = b"benmm-store-content/1\n"
 
 
@@ -42,7 +47,9 @@ def value_digest(value: bytes | memoryview) -> bytes:
 
 
 def canonical_row(row: dict[str, Any]) -> bytes:
-    return json.dumps({c: row.get(c) for c in METADATA_COLUMNS}, sort_keys=True,
+    placed = row.get("footprint_crs") is not None
+    fields = METADATA_COLUMNS + FOOTPRINT_COLUMNS if placed else METADATA_COLUMNS
+    return json.dumps({c: row.get(c) for c in fields}, sort_keys=True,
                       separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -78,7 +78,10 @@ def write_metadata(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     types = {"labels": names, "labels43": names, "contains_seasonal_snow": flag,
              "contains_cloud_or_shadow": flag}
     schema = pa.schema([pa.field(c, types.get(c, text)) for c in METADATA_COLUMNS])
-    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["patch_id"]), schema=schema)
+    from benmm.store.geoparquet import add_geometry
+
+    rows = sorted(rows, key=lambda r: r["patch_id"])
+    table = add_geometry(pa.Table.from_pylist(rows, schema=schema), rows)  # GeoParquet where footprinted
     buf = io.BytesIO()
     pq.write_table(table, buf)
     atomic_write(path, buf.getvalue())
@@ -206,8 +209,12 @@ class StoreWriter:
             with_43 = bool(rows) and all(row["labels43"] is not None for row in rows)
             if maps:  # absent without maps: such a store's manifest (and hash) is what it always was
                 manifest = {**manifest, "reference_maps": maps_manifest(maps)}
+            placed = sum(row.get("footprint_crs") is not None for row in rows)
+            footprints = {"pairs": placed, "crs": "OGC:CRS84", "column": "geometry",
+                          "from": manifest.get("footprints", {}).get("from", "")} if placed else {
+                "pairs": 0, "why_none": manifest.get("footprints", {}).get("why_none", "")}
             manifest = {**manifest, "pairs": len(rows), "keys": keys, "skipped": skipped,
-                        "splits": splits,
+                        "splits": splits, "footprints": footprints,
                         "label_sets": [19, 43] if with_43 else [19], "content_hash": hasher.hexdigest(rows)}
             write_metadata(self.root / METADATA, rows)
             if die:

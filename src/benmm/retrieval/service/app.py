@@ -10,7 +10,12 @@ Endpoints (JSON unless said otherwise; every user error is a 4xx with ``{"detail
 * ``GET  /api/patch/{name}.png?mode=s2|s1&size=120`` — S2 true-colour / S1 false-colour thumbnail
 * ``GET  /api/names?q=TEXT&limit=20`` — names containing TEXT (the page's patch picker);
   ``GET /api/random`` — a random patch name
-* ``GET  /`` — the web page (``static/``: plain HTML/JS/CSS shipped in the package, no CDN)
+* ``GET  /`` — the web page (``static/``: plain HTML/JS/CSS shipped in the package, no CDN; ``map.js``
+  draws the query and its results on an outline of Europe, ``europe.json``, see ``static/ATTRIBUTION.md``)
+
+Each hit record and the query carry ``footprint`` (``{"bbox": [lon_min, lat_min, lon_max, lat_max],
+"center": [lon, lat]}``, WGS84) where the store holds footprints (:mod:`benmm.retrieval.service.places`),
+else None.
 
 The app needs FastAPI (the ``serve`` extra); everything else comes from the index directory: its
 manifest names the store (thumbnails) and the checkpoint (embedding uploads).
@@ -33,6 +38,7 @@ from benmm import __version__
 from benmm.errors import BenmmError, RetrievalError
 from benmm.render import MODES, RenderError, png_bytes, render
 from benmm.retrieval.index import RetrievalIndex
+from benmm.retrieval.service.places import Places
 from benmm.retrieval.service.upload import MAX_UPLOAD_BYTES, UploadError, check_bands, read_patch_bytes
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
@@ -201,6 +207,7 @@ def create_app(
     k_limit = max(1, min(max_k, len(ix)))
     "" in ix  # noqa: B015 - builds the name -> row maps now, not during the first request
     pngs = _PngCache()
+    places, places_note = Places.of_store(store)  # footprints for the hit records and the page's map
     all_names: list[str] = list(ix.names) + ([] if ix.extra_items is None else list(ix.extra_items["name"]))
 
     app = FastAPI(title="benmm retrieval", version=__version__, docs_url="/api/docs", redoc_url=None)
@@ -226,12 +233,16 @@ def create_app(
     def response(
         query: dict[str, Any], dist: np.ndarray, idx: np.ndarray, k: int, t0: float
     ) -> dict[str, Any]:
+        hits = ix.hits(dist[0], idx[0])
+        for record in (query, *hits):
+            known = places is not None and not record.get("upload")
+            record["footprint"] = places.get(record["name"]) if places is not None and known else None
         return {
             "query": query,
             "k": k,
             "kind": ix.kind,
             "metric": ix.manifest.get("metric"),
-            "results": ix.hits(dist[0], idx[0]),
+            "results": hits,
             "took_ms": round((time.perf_counter() - t0) * 1e3, 3),
         }
 
@@ -254,6 +265,8 @@ def create_app(
             "upload": embedder is not None,
             "upload_note": emb_note,
             "upload_bands": list(embedder.bands) if embedder is not None else [],
+            "footprints": 0 if places is None else len(places),
+            "footprints_note": places_note,
         }
 
     @app.get("/api/search")

@@ -111,6 +111,7 @@ function show(data) {
   $("results-area").hidden = false;
   renderQuery(data.query);
   renderResults();
+  if (window.benmmMap) window.benmmMap.show(data);  // map.js: where the query and results lie
   document.body.dataset.state = "done";
 }
 
@@ -167,6 +168,7 @@ async function init() {
   $("mode").addEventListener("change", () => { if (state.data) { renderQuery(state.data.query); renderResults(); } });
   try {
     state.health = await fetchJSON("/api/health");
+    window.benmmHealth = state.health;
   } catch (err) {
     $("status").textContent = "service unavailable";
     showError(err.message);
