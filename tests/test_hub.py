@@ -133,7 +133,7 @@ def test_export_configilm_round_trip(tmp_path: Path) -> None:
     torch.testing.assert_close(benmm_logits(back, x), benmm_logits(model, x))
 
 
-def test_cli_evaluate_and_predict_with_a_hub_folder(tmp_path: Path, v1_sample_store) -> None:  # type: ignore[no-untyped-def]
+def test_cli_evaluate_predict_and_embed_with_a_hub_folder(tmp_path: Path, v1_sample_store) -> None:  # type: ignore[no-untyped-def]
     store = v1_sample_store  # the shipped real pairs
     folder = tmp_path / "testresnet-all-v0.2.0"
     make_hub(folder)
@@ -146,6 +146,11 @@ def test_cli_evaluate_and_predict_with_a_hub_folder(tmp_path: Path, v1_sample_st
     assert run.exit_code == 0, run.output
     probs = json.loads((tmp_path / "p.json").read_text())
     assert len(probs) == len(store) and set(probs[0]["probs"]) == set(OFFICIAL)
+    run = CliRunner().invoke(app, ["embed", str(folder), str(store.path), str(tmp_path / "emb"),
+                                   "--limit", "2"])
+    assert run.exit_code == 0, run.output
+    emb = json.loads((tmp_path / "emb" / "embeddings.json").read_text())
+    assert emb["dim"] == load_hub(folder)[0].feature_dim and emb["checkpoint"] == str(folder.resolve())
     (tmp_path / "nothing").mkdir()
     run = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nothing"), str(store.path)])
     assert run.exit_code == 2 and "config.json: missing" in run.output.replace("\n", "")

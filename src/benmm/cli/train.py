@@ -63,8 +63,8 @@ def train_cmd(
                                       "43 (CLC Level-3, v1 stores only)."),
     order: str | None = typer.Option(None, "--order", help="Class order of the outputs: official or "
                                      "alphabetical (ConfigILM's)."),
-    stats: str | None = typer.Option(None, "--stats", help="Normalisation statistics: v1, or a FILE "
-                                     "written by `benmm stats`."),
+    stats: str | None = typer.Option(None, "--stats", help="Normalisation statistics: v1, reben (the "
+                                     "reBEN models'), or a FILE written by `benmm stats`."),
 ) -> None:
     """Train a classifier on STORE with a recipe; CLI options override the recipe's settings."""
     from benmm.train.fit import TrainInterrupted, quiet_lightning, train
