@@ -206,3 +206,13 @@ def test_export_refusals(tmp_path: Path) -> None:
     model = create_model(f"timm:{ARCH}", modality="s1", num_classes=43)
     with pytest.raises(HubExportError, match="43-class model"):
         export_configilm(model, {}, tmp_path / "x", "m.ckpt")
+
+
+def test_reben_statistics_are_named_data_with_their_source() -> None:
+    from benmm.bands import ALL_BANDS, load_stats
+    from benmm.train.recipes import load_recipe
+
+    stats = load_stats("reben")
+    assert set(stats.mean) == set(stats.std) == set(ALL_BANDS)
+    assert "ConfigILM" in stats.source and "120_nearest" in stats.source
+    assert load_recipe("demo", ['data.stats="reben"'])["data"]["stats"] == "reben"

@@ -96,7 +96,7 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
     },
     "data": {
         "resample": Key("nearest, bilinear or bicubic", _choice("nearest", "bilinear", "bicubic")),
-        "stats": Key('"v1", "reben", a file written by `benmm stats`, or "none" (no normalisation)', _stats),
+        "stats": Key('"v1", a file written by `benmm stats`, "reben" or "none" (no normalisation)', _stats),
         "augment": Key("true or false", _bool),
         "labels": Key("19 or 43", _choice(19, 43)),
         "order": Key("official or alphabetical", _choice("official", "alphabetical")),
