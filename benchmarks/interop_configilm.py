@@ -147,7 +147,7 @@ def benmm_logits(model: Any, info: dict[str, Any], npz: Any, names: list[str]) -
         return model(tf(batch)).numpy()
 
 
-def compare(ours: Any, theirs: Any, classes: list[str]) -> tuple[float, bool]:
+def compare(ours: Any, theirs: Any, classes: list[str]) -> tuple[float, float, bool]:
     import numpy as np
     import torch
 
@@ -156,7 +156,8 @@ def compare(ours: Any, theirs: Any, classes: list[str]) -> tuple[float, bool]:
     official = list(label_names(19, "official"))
     mine = ours[:, [official.index(c) for c in classes]]  # benmm's columns in ConfigILM's order
     diff = float(np.abs(mine - theirs).max())
-    return diff, bool(torch.allclose(torch.from_numpy(mine), torch.from_numpy(theirs), rtol=RTOL, atol=ATOL))
+    close = torch.allclose(torch.from_numpy(mine), torch.from_numpy(theirs), rtol=RTOL, atol=ATOL)
+    return diff, float(np.abs(theirs).max()), bool(close)
 
 
 def exports(work: Path) -> list[tuple[str, Path, Any, dict[str, Any]]]:
@@ -235,12 +236,13 @@ def main(argv: list[str] | None = None) -> None:
     rows, ok_all = [], True
     for case in made:
         model, info = load_checkpoint(case["folder"])
-        diff, ok = compare(benmm_logits(model, info, npz, names), theirs[case["folder"]], classes)
-        rows.append((f"in   {Path(case['folder']).name}", f"{info['release']} {info['modality']}", diff, ok))
+        diff, size, ok = compare(benmm_logits(model, info, npz, names), theirs[case["folder"]], classes)
+        rows.append((f"in   {Path(case['folder']).name}", f"{info['release']} {info['modality']}", size, diff,
+                     ok))
         ok_all &= ok
     for label, folder, model, info in ours:
-        diff, ok = compare(benmm_logits(model, info, npz, names), theirs[str(folder)], classes)
-        rows.append((f"out  {folder.name}", label, diff, ok))
+        diff, size, ok = compare(benmm_logits(model, info, npz, names), theirs[str(folder)], classes)
+        rows.append((f"out  {folder.name}", label, size, diff, ok))
         ok_all &= ok
     v011 = work / "resnet18-all-v0.1.1"
     unnamed = work / "unnamed-v011"  # the same files under a name that tells no release
@@ -248,12 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     for f in ("config.json", "model.safetensors"):
         (unnamed / f).write_bytes((v011 / f).read_bytes())
     model, info = load_hub(unnamed, band_order="v0.2.0")
-    diff, ok = compare(benmm_logits(model, info, npz, names), theirs[str(v011)], classes)
-    rows.append(("in   v0.1.1 folder read as v0.2.0", "must differ", diff, not ok))
+    diff, size, ok = compare(benmm_logits(model, info, npz, names), theirs[str(v011)], classes)
+    rows.append(("in   v0.1.1 folder read as v0.2.0", "must differ", size, diff, not ok))
     ok_all &= not ok
-    print(f"{'check':<40} {'model':<22} {'max |logit diff|':>17}  result")
-    for what, label, diff, ok in rows:
-        print(f"{what:<40} {label:<22} {diff:>17.3e}  {'ok' if ok else 'FAIL'}")
+    print(f"{'check':<40} {'model':<22} {'max |logit|':>11} {'max |logit diff|':>17}  result")
+    for what, label, size, diff, ok in rows:
+        print(f"{what:<40} {label:<22} {size:>11.3e} {diff:>17.3e}  {'ok' if ok else 'FAIL'}")
     print("\nall checks passed" if ok_all else "\nSOME CHECKS FAILED")
     sys.exit(0 if ok_all else 1)
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from benmm.cli.app import app
 from benmm.labels import label_names
+from benmm.models import export_safetensors
 from benmm.models.hub import RELEASE_BANDS, HubError, load_hub
 from benmm.models.hub_export import ILM_DEFAULTS, HubExportError, export_configilm
 from benmm.train.export import ExportError, export
@@ -115,8 +116,10 @@ def test_export_configilm_round_trip(tmp_path: Path) -> None:
     make_hub(src, "v0.1.1", "all")
     model, info = load_hub(src)
     out = tmp_path / "exported"
-    files = export_configilm(model, info, out, src)
-    assert sorted(p.name for p in files) == ["benmm.json", "config.json", "model.safetensors"]
+    ckpt = export_safetensors(model, tmp_path / "m.safetensors", {"data": info})  # as `benmm train` does
+    run = CliRunner().invoke(app, ["export", str(ckpt), "--format", "configilm", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert sorted(p.name for p in out.iterdir()) == ["benmm.json", "config.json", "model.safetensors"]
     cfg = json.loads((out / "config.json").read_text())
     assert set(cfg) == set(ILM_DEFAULTS) and cfg["channels"] == 12 and cfg["class_names"] == ALPHA
     # ConfigILM's side: timm.create_model + the state under model.vision_encoder., bands in v0.2.0 order
