@@ -172,21 +172,24 @@ def peer_main(job_path: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # benmm side
-def peer_python(venv: Path, install: bool) -> tuple[Path | None, str]:
-    """The peer venv's python (created and filled with pip on first use), or None and the reason."""
+def peer_python(venv: Path, install: bool, packages: list[str] | None = None,
+                imports: str = "torchgeo, configilm, pyarrow") -> tuple[Path | None, str]:
+    """The peer venv's python (created and filled with pip on first use), or None and the reason.
+    ``imports``: what must import there (``benchmarks/interop_configilm.py`` asks for ConfigILM's model)."""
+    packages = PEER_PACKAGES if packages is None else packages
     py = venv / "bin" / "python"
-    probe = [str(py), "-c", "import torchgeo, configilm, pyarrow"]
+    probe = [str(py), "-c", f"import {imports}"]
     if py.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return py, ""
     if not install:
         return None, f"no peer environment at {venv} (run without --no-install to create it)"
-    print(f"creating the peer environment {venv} (pip install {' '.join(PEER_PACKAGES)}) ...", flush=True)
+    print(f"creating the peer environment {venv} (pip install {' '.join(packages)}) ...", flush=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     if not py.exists():
         made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
         if made.returncode:
             return None, f"cannot create a venv: {made.stderr.strip()[-300:]}"
-    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", *PEER_PACKAGES], capture_output=True,
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", *packages], capture_output=True,
                          text=True)
     if pip.returncode or subprocess.run(probe, capture_output=True).returncode:
         tail = (pip.stderr or pip.stdout).strip().splitlines()[-3:]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from benmm.cli.app import app
 from benmm.models import create_model, export_safetensors
+from benmm.models.hub_export import HubExportError
 from benmm.train.export import ExportError, export
 from benmm.train.task import load_checkpoint
 from test_models import make_batch
@@ -59,5 +60,5 @@ def test_safetensors_export_carries_its_settings_and_kbranch_is_not_timm(tmp_pat
     export_safetensors(kb, tmp_path / "kb.safetensors", {})
     with pytest.raises(ExportError, match="has no timm backbone"):
         export(tmp_path / "kb.safetensors", "timm", tmp_path / "x.safetensors")
-    with pytest.raises(ExportError, match="configilm is not available yet"):
+    with pytest.raises(HubExportError, match="no reBEN band configuration"):  # B02-B04, B08 is none
         export(path, "configilm", tmp_path / "y")

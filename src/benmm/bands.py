@@ -167,7 +167,20 @@ def stats_v1() -> BandStats:
     return BandStats(name="v1", source=STATS_V1_SOURCE, mean=mean, std=std)
 
 
-NAMED_STATS: Final = {"v1": stats_v1}
+STATS_REBEN_FILE: Final = "band_stats_reben.json"
+
+
+@cache
+def stats_reben() -> BandStats:
+    """The BigEarthNet v2.0 (reBEN) statistics the published reBEN / ConfigILM models were trained with
+    (S2 in DN after nearest upsampling to 120x120, S1 in dB; the source is in the file)."""
+    raw = json.loads(resource_path(STATS_REBEN_FILE).read_text(encoding="utf-8"))
+    mean = {**raw["s2"]["mean"], **raw["s1"]["mean"]}
+    std = {**raw["s2"]["std"], **raw["s1"]["std"]}
+    return BandStats(name="reben", source=str(raw["source"]), mean=mean, std=std)
+
+
+NAMED_STATS: Final = {"v1": stats_v1, "reben": stats_reben}
 
 
 def load_stats(name_or_path: str) -> BandStats:

@@ -47,7 +47,9 @@ def train_cmd(
     overrides: list[str] = typer.Option([], "--set", help="Any recipe setting, key=value (repeatable), "
                                         "e.g. --set optim.weight_decay=0.05 --set model.width=16."),
     weights: str | None = typer.Option(None, "--weights",
-        help="Initial weights: a local timm or benmm file."),
+        help="Initial weights: a local timm or benmm file, or a reBEN/ConfigILM model folder (fine-tune)."),
+    band_order: str | None = typer.Option(None, "--band-order",
+        help="Release of a reBEN/ConfigILM model folder whose name does not tell it: v0.1.1 or v0.2.0."),
     resume: Path | None = typer.Option(None, "--resume",
         help="Resume from this checkpoint (last/interrupted)."),
     workers: int = typer.Option(2, "--workers", "-w", min=0, help="DataLoader worker processes."),
@@ -61,8 +63,8 @@ def train_cmd(
                                       "43 (CLC Level-3, v1 stores only)."),
     order: str | None = typer.Option(None, "--order", help="Class order of the outputs: official or "
                                      "alphabetical (ConfigILM's)."),
-    stats: str | None = typer.Option(None, "--stats", help="Normalisation statistics: v1, or a FILE "
-                                     "written by `benmm stats`."),
+    stats: str | None = typer.Option(None, "--stats", help="Normalisation statistics: v1, reben (the "
+                                     "reBEN models'), or a FILE written by `benmm stats`."),
 ) -> None:
     """Train a classifier on STORE with a recipe; CLI options override the recipe's settings."""
     from benmm.train.fit import TrainInterrupted, quiet_lightning, train
@@ -78,8 +80,11 @@ def train_cmd(
         raise BenmmError(f"--labels {labels}: the label sets are 19 and 43")
     if order is not None and order not in ("official", "alphabetical"):
         raise BenmmError(f"--order {order!r}: the class orders are official and alphabetical")
-    if stats is not None and stats != "v1" and not Path(stats).is_file():
-        raise BenmmError(f"--stats {stats}: no such file (give v1, or a file written by `benmm stats`)")
+    from benmm.bands import NAMED_STATS
+
+    if stats is not None and stats not in NAMED_STATS and not Path(stats).is_file():
+        raise BenmmError(f"--stats {stats}: no such file (give v1, reben, or a file written by "
+                         "`benmm stats`)")
     if bands is not None:
         parts = [b.strip() for b in bands.split(",") if b.strip()]
         if not parts:
@@ -94,7 +99,7 @@ def train_cmd(
     try:
         result = train(store, out, recipe=recipe, overrides=sets, weights=weights, resume=resume,
                        workers=workers, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
-                       accelerator=accelerator, seed=seed)
+                       accelerator=accelerator, seed=seed, band_order=band_order)
     except TrainInterrupted as exc:
         console.print(f"[yellow]{exc}[/]")
         raise typer.Exit(130) from None
@@ -112,7 +117,7 @@ def train_cmd(
 
 def evaluate_cmd(
     checkpoint: Path = typer.Argument(...,
-        help="A checkpoint from benmm train (.ckpt or model.safetensors)."),
+        help="A benmm train checkpoint (.ckpt or model.safetensors), or a reBEN/ConfigILM model folder."),
     store: Path = typer.Argument(..., help="The store to evaluate on."),
     split: str = typer.Option("test", "--split", help="train, val (validation), test, or all."),
     out: Path | None = typer.Option(None, "--out", "-o",
@@ -122,6 +127,8 @@ def evaluate_cmd(
     threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                            help="Decision threshold in [0, 1] (default 0.5)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    band_order: str | None = typer.Option(None, "--band-order",
+        help="Release of a reBEN/ConfigILM model folder whose name does not tell it: v0.1.1 or v0.2.0."),
 ) -> None:
     """Evaluate CHECKPOINT on a split of STORE: table, metrics.json, per-class CSV and PNG plots."""
     from benmm.train.evaluate import evaluate
@@ -130,7 +137,7 @@ def evaluate_cmd(
     quiet_lightning()
     out = out or Path(checkpoint).resolve().parent / f"eval-{split}"
     res = evaluate(checkpoint, store, split=split, out=out, batch_size=batch_size, workers=workers,
-                   threshold=threshold, progress=not as_json)
+                   threshold=threshold, progress=not as_json, band_order=band_order)
     if as_json:
         typer.echo(json.dumps(res.metrics, indent=2))
         return
@@ -153,7 +160,7 @@ def evaluate_cmd(
 
 def predict_cmd(
     checkpoint: Path = typer.Argument(...,
-        help="A checkpoint from benmm train (.ckpt or model.safetensors)."),
+        help="A benmm train checkpoint (.ckpt or model.safetensors), or a reBEN/ConfigILM model folder."),
     path: Path = typer.Argument(..., help="A store, a v1/reBEN archive, or one v1 patch folder."),
     out: Path | None = typer.Option(None, "--out", "-o",
         help="Write probabilities to this .csv or .json file."),
@@ -161,11 +168,13 @@ def predict_cmd(
                                            help="Decision threshold in [0, 1] (default 0.5)."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Batch size."),
     top: int = typer.Option(3, "--top", min=1, help="Labels shown per pair in the table."),
+    band_order: str | None = typer.Option(None, "--band-order",
+        help="Release of a reBEN/ConfigILM model folder whose name does not tell it: v0.1.1 or v0.2.0."),
 ) -> None:
     """Label every pair under PATH with CHECKPOINT: per-class probabilities and predicted labels."""
     from benmm.train.evaluate import predict
 
-    preds = predict(checkpoint, path, batch_size=batch_size, threshold=threshold)
+    preds = predict(checkpoint, path, batch_size=batch_size, threshold=threshold, band_order=band_order)
     table = Table(title=f"{len(preds):,} pairs", title_justify="left")
     table.add_column("pair")
     table.add_column("predicted labels")
@@ -247,8 +256,10 @@ def demo_cmd(
 def export_cmd(
     run: Path = typer.Argument(..., help="A `benmm train` run folder (its best checkpoint) or a checkpoint."),
     fmt: str = typer.Option("safetensors", "--format", "-f",
-        help="safetensors (benmm's, with everything a later use needs) or timm (the backbone alone)."),
-    out: Path = typer.Option(..., "--out", "-o", help="The file to write (.safetensors)."),
+        help="safetensors (benmm's, with everything a later use needs), timm (the backbone alone), or "
+             "configilm (a reBEN/ConfigILM model folder)."),
+    out: Path = typer.Option(..., "--out", "-o",
+        help="The file to write (.safetensors), or the folder for configilm."),
 ) -> None:
     """Export a trained model: benmm's safetensors, or the timm backbone loadable by timm.create_model."""
     from benmm.train.export import export

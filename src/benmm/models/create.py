@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from benmm.models.hub import is_hub_folder, load_hub_weights
 from benmm.models.registry import FUSIONS, BenModel, ModelError, ModelSpec, build, resolve_model_bands
 from benmm.models.weights import load_weights
 
@@ -22,7 +23,8 @@ def create_model(
     """Build a registered model (or ``timm:<name>``) for the chosen modality and bands.
 
     ``options`` are model-specific (``drop_rate``, ``drop_path_rate``, ``width`` for K-Branch, ...).
-    ``weights`` is a local file: a benmm checkpoint (.ckpt / .safetensors) or a timm state dict.
+    ``weights`` is a local file: a benmm checkpoint (.ckpt / .safetensors) or a timm state dict; or a
+    reBEN/ConfigILM model folder whose name tells its release (:mod:`benmm.models.hub`).
     """
     if fusion not in FUSIONS:
         raise ModelError(f"unknown fusion {fusion!r}; valid fusions: {', '.join(FUSIONS)}")
@@ -31,6 +33,8 @@ def create_model(
     spec = ModelSpec(name=name, modality=modality, num_classes=int(num_classes),
                      bands=resolve_model_bands(modality, bands), fusion=fusion, options=dict(options))
     model = build(spec)
-    if weights is not None:
+    if is_hub_folder(weights):
+        load_hub_weights(model, str(weights))
+    elif weights is not None:
         load_weights(model, weights)
     return model

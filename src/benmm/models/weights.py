@@ -110,7 +110,8 @@ def _load_timm(backbone: nn.Module, state: dict[str, torch.Tensor], where: str) 
 
 
 def load_weights(model: BenModel, path: str | Path) -> None:
-    """Load ``path`` into ``model``: a benmm checkpoint/export, or a timm backbone state dict."""
+    """Load ``path`` into ``model``: a benmm checkpoint/export, or a timm backbone state dict (a
+    reBEN/ConfigILM hub folder: :func:`benmm.models.hub.load_hub_weights`)."""
     state, _ = read_file(path)
     where = str(path)
     own = model.state_dict()

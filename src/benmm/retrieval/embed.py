@@ -222,7 +222,7 @@ def make_embedder(model: str | Path, device: str = "cpu", modality: str | None =
     """``"band-stats"`` or a checkpoint path; ``modality`` picks the side (default: the model's own)."""
     if str(model) == BAND_STATS:
         return BandStatsEmbedder(modality=modality)
-    if not Path(model).is_file():
+    if not Path(model).is_file() and not Path(model).is_dir():  # a folder: a reBEN/ConfigILM hub model
         raise RetrievalError(
             f"checkpoint {model} not found (give a `benmm train` checkpoint or '{BAND_STATS}')"
         )

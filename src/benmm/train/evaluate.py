@@ -62,7 +62,7 @@ def run_scores(model: Any, info: dict[str, Any], dm: Any, stage: str = "test", p
 
 def evaluate(checkpoint: str | Path, store: Any, split: str = "test", out: str | Path | None = None,
              batch_size: int = 64, workers: int = 2, threshold: float | None = None, progress: bool = True,
-             plots: bool = True) -> EvalResult:
+             plots: bool = True, band_order: str | None = None) -> EvalResult:
     """Evaluate ``checkpoint`` on ``split`` of ``store`` (see the module docstring); ``split="all"``
     (or None) scores every pair of the store's recommended set."""
     from benmm.archive.splits import normalize_split
@@ -72,7 +72,7 @@ def evaluate(checkpoint: str | Path, store: Any, split: str = "test", out: str |
     split_name = None if every else normalize_split(split)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable report folder fails before the work
-    model, info = load_checkpoint(checkpoint)
+    model, info = load_checkpoint(checkpoint, band_order)
     dm = _datamodule(store, model, info, batch_size, workers, split=split_name)
     if len(dm.dataset(split_name)) == 0:
         what = f"the {split_name} split" if split_name else "the store"
@@ -161,12 +161,12 @@ def _archive_pairs(path: Path) -> tuple[Iterator[Any], int]:
 
 
 def predict(checkpoint: str | Path, path: str | Path, batch_size: int = 64, workers: int = 0,
-            threshold: float | None = None) -> list[Prediction]:
+            threshold: float | None = None, band_order: str | None = None) -> list[Prediction]:
     """Per-class probabilities for every pair under ``path`` (a store, an archive or a v1 patch folder)."""
     from benmm.archive import archive_kind
     from benmm.data import BatchTransform, collate
 
-    model, info = load_checkpoint(checkpoint)
+    model, info = load_checkpoint(checkpoint, band_order)
     p = Path(path)
     names = list(info.get("class_names") or [])
     n, order = int(info.get("labels") or model.spec.num_classes), str(info.get("order") or "official")

@@ -10,8 +10,10 @@
   the order of ``bands`` in the sidecar JSON); a late-fusion model has one backbone per modality
   (``PATH`` gets ``-s2`` / ``-s1`` before its suffix). K-Branch is not a timm model.
 
-The ConfigILM / reBEN hub format is not written yet (it needs ConfigILM's key layout and a check against
-the real package; see the weights issue).
+* ``configilm``: a reBEN/ConfigILM hub folder (``config.json``, ``model.safetensors`` with
+  ``model.vision_encoder.<timm key>``, ``benmm.json``), see :mod:`benmm.models.hub_export`; ConfigILM's
+  ``ConfigILM(ILMConfiguration(**config))`` and reBEN's ``from_pretrained`` load it
+  (``benchmarks/interop_configilm.py`` checks it with the real package).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Final
 from benmm.atomic import atomic_path, atomic_write
 from benmm.errors import BenmmError
 
-FORMATS: Final = ("safetensors", "timm")
+FORMATS: Final = ("safetensors", "timm", "configilm")
 
 
 class ExportError(BenmmError):
@@ -38,7 +40,9 @@ def resolve_checkpoint(run: str | Path) -> Path:
                           path / "checkpoints" / "last.ckpt"):
             if candidate.is_file():
                 return candidate
-        raise ExportError(f"{path}: no checkpoints/best.ckpt or model.safetensors: not a `benmm train` run")
+        raise ExportError(f"{path}: no checkpoints/best.ckpt (nor model.safetensors): not a finished "
+                          "`benmm train` run; give a checkpoint file, or train (or --resume) until a best "
+                          "checkpoint is saved")
     if not path.is_file():
         raise ExportError(f"{path}: no such run folder or checkpoint")
     return path
@@ -61,10 +65,13 @@ def export(run: str | Path, fmt: str, out: str | Path) -> list[Path]:
     from benmm.train.task import load_checkpoint
 
     if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)} "
-                          "(configilm is not available yet)")
+        raise ExportError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
     source = resolve_checkpoint(run)
-    model, _ = load_checkpoint(source)
+    model, info = load_checkpoint(source)
+    if fmt == "configilm":
+        from benmm.models.hub_export import export_configilm
+
+        return export_configilm(model, info, out, source)
     hp = _hparams(source)
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -151,14 +151,32 @@ def check_splits(dm: Any, splits: tuple[str, ...]) -> None:
 def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: Any = (),
           weights: str | None = None, resume: str | Path | None = None, workers: int = 2,
           devices: Any = "auto", num_nodes: int = 1, strategy: str = "auto", accelerator: str = "auto",
-          seed: int = 0, progress: bool = True, export: bool = True, **trainer_kwargs: Any) -> TrainResult:
-    """Train a model on ``store`` following ``recipe`` (see the module docstring for what is written)."""
+          seed: int = 0, progress: bool = True, export: bool = True, band_order: str | None = None,
+          **trainer_kwargs: Any) -> TrainResult:
+    """Train a model on ``store`` following ``recipe`` (see the module docstring for what is written).
+
+    ``weights`` a reBEN/ConfigILM hub folder: fine-tuning; the model (name, modality, bands) and the
+    input (19 labels, reBEN statistics, nearest resampling) are set from the folder before the user's
+    ``overrides`` (``band_order``: the folder's release where its name does not tell it)."""
+    from benmm.models.hub import is_hub_folder, recipe_overrides
+
     start = time.perf_counter()
     out = Path(out)
-    rec = load_recipe(recipe, overrides)
+    hub = is_hub_folder(weights)
+    if hub:
+        items = list(overrides.items()) if isinstance(overrides, dict) else None
+        first = recipe_overrides(str(weights), band_order)
+        rec = load_recipe(recipe, first + [f"{k}={json.dumps(v)}" for k, v in items] if items is not None
+                          else [*first, *overrides])
+    else:
+        rec = load_recipe(recipe, overrides)
     L.seed_everything(seed, workers=True, verbose=False)
     num_classes = int(rec["data"].get("labels", 19))
-    model = model_from_recipe(rec, num_classes, weights)
+    model = model_from_recipe(rec, num_classes, None if hub else weights)
+    if hub:
+        from benmm.models.hub import load_hub_weights
+
+        load_hub_weights(model, str(weights), band_order)
     dm = datamodule_for(store, model, rec, workers, seed)
     check_splits(dm, ("train", "val"))
     if resume is not None and not Path(resume).is_file():

@@ -185,8 +185,14 @@ def checkpoint_info(hparams: dict[str, Any]) -> dict[str, Any]:
                                                             if k not in ("labels", "order")}}
 
 
-def load_checkpoint(path: str | Path) -> tuple[BenModel, dict[str, Any]]:
-    """(model in eval mode, info) from a ``benmm train`` checkpoint (.ckpt) or export (.safetensors)."""
+def load_checkpoint(path: str | Path, band_order: str | None = None) -> tuple[BenModel, dict[str, Any]]:
+    """(model in eval mode, info) from a ``benmm train`` checkpoint (.ckpt), export (.safetensors), or a
+    reBEN/ConfigILM hub folder (``band_order``: its release where the folder's name does not tell it;
+    see :mod:`benmm.models.hub`). The one place every command loads a trained model from."""
+    from benmm.models.hub import is_hub_folder, load_hub
+
+    if is_hub_folder(path):
+        return load_hub(path, band_order)
     state, extra = read_file(path)
     if "benmm" in extra:  # safetensors export
         meta = json.loads(extra["benmm"])

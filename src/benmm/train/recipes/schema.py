@@ -74,7 +74,9 @@ def _stats(v: Any) -> str | None:
         return None  # no normalisation
     if not isinstance(v, str) or not v:
         raise ValueError
-    if v != "v1" and not Path(v).is_file():
+    from benmm.bands import NAMED_STATS
+
+    if v not in NAMED_STATS and not Path(v).is_file():
         raise ValueError
     return v
 
@@ -94,7 +96,7 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
     },
     "data": {
         "resample": Key("nearest, bilinear or bicubic", _choice("nearest", "bilinear", "bicubic")),
-        "stats": Key('"v1", a file written by `benmm stats`, or "none" (no normalisation)', _stats),
+        "stats": Key('"v1", a file written by `benmm stats`, "reben" or "none" (no normalisation)', _stats),
         "augment": Key("true or false", _bool),
         "labels": Key("19 or 43", _choice(19, 43)),
         "order": Key("official or alphabetical", _choice("official", "alphabetical")),
