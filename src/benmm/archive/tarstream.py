@@ -151,7 +151,7 @@ def iter_tar(read: Callable[[], bytes], want: Callable[[str], bool] | None = Non
         long_name, pax = None, {}
         if current is not None:
             current[1] = name
-        if kind not in _REGULAR:
+        if kind not in _REGULAR or name.endswith("/"):  # a trailing slash: a folder (as tarfile reads it)
             cur.take(padded if kind not in (b"1", b"2", b"3", b"4", b"6") else 0, keep=False)
             continue
         if want is None or want(name):
