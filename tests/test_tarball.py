@@ -96,7 +96,7 @@ def test_pack_lays_out_members_like_the_published_tarballs(packed: dict[str, lis
 @pytest.mark.parametrize("form", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_tar_stream_parser_agrees_with_tarfile(form: int) -> None:
     buf = io.BytesIO()
-    long = "BigEarthNet-S1-v1.0/" + "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39/" * 2 + "x_labels_metadata.json"
+    long = "BigEarthNet-S1-v1.0/" + "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_61_39/" * 2 + "x_metadata.json"
     files = {"top/a.tif": os.urandom(1000), long: b"{}", "top/empty": b"", "top/b": os.urandom(513)}
     with tarfile.open(fileobj=buf, mode="w", format=form) as tar:
         folder = tarfile.TarInfo("top")
@@ -153,12 +153,13 @@ def test_not_a_bigearthnet_tarball(packed: dict[str, list[Path]], tmp_path: Path
     with tarfile.open(other, "w") as tar:
         info = tarfile.TarInfo("holiday/img.jpg")
         tar.addfile(info, io.BytesIO(b""))
-    with pytest.raises(ArchiveError, match=r"photos\.tar: holds holiday/, not a BigEarthNet tarball; expected "
-                       r"BigEarthNet-v1\.0/"):
+    with pytest.raises(ArchiveError, match=r"photos\.tar: holds holiday/, not a BigEarthNet tarball; "
+                       r"expected BigEarthNet-v1\.0/"):
         encode_summary([s2, other], tmp_path / "x.store", progress=False)
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"PK\x03\x04" + bytes(600))
-    with pytest.raises(ArchiveError, match=r"junk\.tar\.gz: not a tarball \(.*starts with the bytes 50 4b 03 04"):
+    with pytest.raises(ArchiveError, match=r"junk\.tar\.gz: not a tarball \(.*starts with the bytes "
+                       r"50 4b 03 04"):
         encode_summary([s2, junk], tmp_path / "x.store", progress=False)
     reben = tmp_path / "BigEarthNet-S2.tar"
     with tarfile.open(reben, "w") as tar:
@@ -191,13 +192,14 @@ def _repack(src: Path, dst: Path, drop: str = "", damage: str = "") -> Path:
     return dst
 
 
-def test_missing_partner_then_skip_invalid(packed: dict[str, list[Path]], small: Path, tmp_path: Path) -> None:
+def test_missing_partner_then_skip_invalid(packed: dict[str, list[Path]], small: Path,
+                                           tmp_path: Path) -> None:
     s2, s1 = packed["tar"]
     victim = sorted(os.listdir(small / "BigEarthNet-S1-v1.0"))[0]
     s1_less = _repack(s1, tmp_path / "s1.tar", drop=victim)
     dst = tmp_path / "p.store"
-    with pytest.raises(EncodeError, match=r"invalid pair S2\w+: .*BigEarthNet-v1\.0/S2\w+/S2\w+_labels_metadata"
-                       r"\.json: no Sentinel-1 patch in .*s1\.tar names it .*missing"):
+    with pytest.raises(EncodeError, match=r"invalid pair S2\w+: .*BigEarthNet-v1\.0/S2\w+/S2\w+_labels_"
+                       r"metadata\.json: no Sentinel-1 patch in .*s1\.tar names it .*missing"):
         encode_summary([s2, s1_less], dst, progress=False)
     s = encode_summary([s2, s1_less], dst, progress=False, skip_invalid=True)  # resumes, skips the pair
     assert s.pairs == 3 and len(s.skipped) == 1 and s.store.verify() == s.store.content_hash
@@ -224,7 +226,8 @@ def _encode_killed(srcs: list[Path], dst: Path, die_at: str) -> subprocess.Compl
                           capture_output=True, timeout=120)
 
 
-def test_kill_at_any_point_then_resume(packed: dict[str, list[Path]], small_store: Store, tmp_path: Path) -> None:
+def test_kill_at_any_point_then_resume(packed: dict[str, list[Path]], small_store: Store,
+                                       tmp_path: Path) -> None:
     dst = tmp_path / "k.store"
     srcs = packed["tar.zst"]
     # after the first S2 commit, inside an S1 transaction (S2 tarball done), then while sealing
@@ -247,7 +250,8 @@ def test_cli_encode_tarballs_and_synth_pack(v1_sample_store: Store, tmp_path: Pa
     assert result.exit_code == 2 and "Traceback" not in result.output and "both hold" in result.output
     result = runner.invoke(app, ["synth", str(tmp_path / "syn"), "-n", "2", "-w", "1", "--pack", "tar.zst"])
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(tmp_path / "syn")) == ["BigEarthNet-S1-v1.0.tar.zst", "BigEarthNet-S2-v1.0.tar.zst"]
+    assert sorted(os.listdir(tmp_path / "syn")) == ["BigEarthNet-S1-v1.0.tar.zst",
+                                                    "BigEarthNet-S2-v1.0.tar.zst"]
     result = runner.invoke(app, ["synth", str(tmp_path / "syn2"), "-n", "2", "--pack", "zip"])
     assert result.exit_code == 2 and "--pack zip" in result.output
 
