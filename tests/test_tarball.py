@@ -259,3 +259,33 @@ def test_cli_encode_tarballs_and_synth_pack(v1_sample_store: Store, tmp_path: Pa
 def test_reader_reports_bytes_read(packed: dict[str, list[Path]]) -> None:
     reader = TarballReader(packed["tar.gz"][0], want=lambda p: False)
     assert sum(1 for _ in reader) == 4 * 13 and reader.compressed == reader.total
+
+
+def test_split_keeps_the_folder_encodes_pairs(packed: dict[str, list[Path]], synthetic: Synthetic,
+                                              small: Path, tmp_path: Path) -> None:
+    ref = synthetic.encoded(small, split="train")
+    s = encode_summary(packed["tar.bz2"], tmp_path / "train.store", split="train", progress=True)
+    assert 0 < s.pairs < 4 and s.store.content_hash == ref.content_hash
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "tar.zst", "tar.bz2"])
+def test_concatenated_streams_are_read_one_after_another(fmt: str, tmp_path: Path) -> None:
+    """pigz / pzstd / pbzip2 write several gzip members, zstd frames or bzip2 streams."""
+    import bz2
+    import gzip
+
+    import zstandard
+
+    buf = io.BytesIO()
+    files = {f"top/f{i}": os.urandom(3000) for i in range(3)}
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw, half = buf.getvalue(), len(buf.getvalue()) // 2
+    compress = {"tar.gz": gzip.compress, "tar.bz2": bz2.compress,
+                "tar.zst": zstandard.ZstdCompressor().compress}[fmt]
+    path = tmp_path / f"x.{fmt}"
+    path.write_bytes(compress(raw[:half]) + compress(raw[half:]))
+    assert {m.path: m.data for m in TarballReader(path)} == files

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benmm.archive.tarball import TarballReader, first_member
+from benmm.archive.v1_files import JSON_SUFFIX
 from benmm.errors import ArchiveError, EncodeError
 from benmm.ingest.sources import Source, check_labels, v1_row
 from benmm.ingest.tar_commit import Committer
@@ -31,6 +32,9 @@ from benmm.store.writer import StoreWriter
 _DONE: Final = "\x00tarball-read:"  # state key of a tarball read to its end (never a patch name)
 _ROW_BATCH: Final = 20_000
 _ROLE_NAME: Final = {"s2": "Sentinel-2", "s1": "Sentinel-1"}
+#: what the pairing keeps in memory of each patch (its JSON stays in the store's bookkeeping): role,
+#: 43-class labels, partner named by an S1 JSON, why it is invalid; ~100 bytes for each of 1.18M patches
+Summary = tuple[str, tuple[str, ...] | None, str | None, str | None]
 
 
 def _fingerprint(path: Path) -> dict[str, int]:
@@ -49,6 +53,9 @@ class TarSource(Source):
                               f"{len(paths)}: {', '.join(map(str, paths))}")
         found: dict[str, tuple[Path, PatchKind, str]] = {}
         for path in paths:
+            if path.is_dir():
+                raise EncodeError(f"{path} is a folder: give one archive folder, or the two tarballs "
+                                  "(Sentinel-2 and Sentinel-1)")
             if not path.is_file():
                 raise EncodeError(f"{path}: no such tarball")
             member = first_member(path)
@@ -89,26 +96,42 @@ class TarSource(Source):
         info = v1_info(s2_name)
         return info is not None and info.split in self.splits
 
+    def _summary(self, info: dict[str, Any]) -> Summary:
+        labels = info.get("labels43")
+        key = tuple(labels) if labels is not None else None
+        return (info["role"], self._labels.setdefault(key, key) if key else None, info.get("partner"),
+                info.get("invalid"))
+
+    def _member(self, role: str, patch: str) -> str:
+        return f"{self.tarballs[role]}:{self.tops[role]}/{patch}/{patch}{JSON_SUFFIX}"
+
     def stream(self, writer: StoreWriter, skip_invalid: bool, commit_pairs: int,
                on_progress: Callable[[int, int], None] | None = None,
                on_event: Callable[[str], None] | None = None) -> tuple[int, int]:
         """Read both tarballs into ``writer``, then pair and write the rows; (pairs written, bytes)."""
-        infos = {k: json.loads(v) for k, v in writer.patch_infos().items()}
-        before = {k for k, v in infos.items() if "invalid" not in v}
+        self._labels: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct label set
+        infos: dict[str, Summary] = {}
+        marks: dict[str, Any] = {}
+        for key, raw in writer.patch_infos():
+            if key.startswith(_DONE):
+                marks[key] = json.loads(raw)
+            else:
+                infos[key] = self._summary(json.loads(raw))
+        before = {k for k, v in infos.items() if v[3] is None}
         nbytes, base, commits = 0, 0, [0]
         for role in ("s2", "s1"):
             path = self.tarballs[role]
             mark = _fingerprint(path)
-            if infos.get(_DONE + role) != mark:
+            if marks.get(_DONE + role) != mark:
                 nbytes += self._read(role, writer, infos, skip_invalid, commit_pairs, base, on_progress,
                                      on_event, commits)
             base += path.stat().st_size
             if on_progress is not None:
                 on_progress(base, 0)
-        rows = self._pair(infos, writer, skip_invalid)
-        return sum(1 for r in rows if r["patch_id"] not in before or r["s1_name"] not in before), nbytes
+        pairs = self._pair(infos, writer, skip_invalid)
+        return sum(1 for s2, s1 in pairs if s2 not in before or s1 not in before), nbytes
 
-    def _read(self, role: str, writer: StoreWriter, infos: dict[str, Any], skip_invalid: bool,
+    def _read(self, role: str, writer: StoreWriter, infos: dict[str, Summary], skip_invalid: bool,
               commit_pairs: int, base: int, on_progress: Callable[[int, int], None] | None,
               on_event: Callable[[str], None] | None, commits: list[int]) -> int:
         kind, path, top = self.kinds[role], self.tarballs[role], self.tops[role]
@@ -121,7 +144,7 @@ class TarSource(Source):
             patch, fname = where
             files = expected.get(patch)
             if files is None:
-                done = patch in infos and "invalid" not in infos[patch]
+                done = patch in infos and infos[patch][3] is None
                 ok = not done and kind.is_patch(patch) and (role != "s2" or self._wanted_pair(patch))
                 files = expected[patch] = frozenset(kind.files(patch)) if ok else frozenset()
             return fname in files
@@ -142,13 +165,13 @@ class TarSource(Source):
                                       "--skip-invalid to skip invalid pairs (each is listed)") from None
                 info = {"role": role, "invalid": str(exc), "member": where}
                 committer.submit(patch, None, json.dumps(info).encode())
-                infos[patch] = info
+                infos[patch] = self._summary(info)
                 return
             if role == "s1" and not self._wanted_pair(info["partner"]):
                 committer.give_back(buf)
                 return
             committer.submit(patch, buf, json.dumps(info).encode())
-            infos[patch] = info
+            infos[patch] = self._summary(info)
 
         try:
             reader = TarballReader(path, want)
@@ -175,51 +198,53 @@ class TarSource(Source):
             committer.close()
         return committer.written
 
-    def _pair(self, infos: dict[str, Any], writer: StoreWriter, skip_invalid: bool) -> list[dict[str, Any]]:
+    def _pair(self, infos: dict[str, Summary], writer: StoreWriter, skip_invalid: bool
+              ) -> list[tuple[str, str]]:
         """Pairs from the S1 JSONs, labels and partners checked; rows written (and skipped pairs listed,
-        their values removed, with ``skip_invalid``)."""
+        their values removed, with ``skip_invalid``). Returns the (S2, S1) names of the pairs."""
         from benmm.archive.v1 import _make_pair
 
-        s2 = {k: v for k, v in infos.items() if v.get("role") == "s2"}
-        s1 = {k: v for k, v in infos.items() if v.get("role") == "s1"}
+        s2 = {k: v for k, v in infos.items() if v[0] == "s2"}
+        s1 = {k: v for k, v in infos.items() if v[0] == "s1"}
         claims: dict[str, list[str]] = {}
-        for name, info in sorted(s1.items()):
-            if "partner" in info:
-                claims.setdefault(info["partner"], []).append(name)
-        rows: list[dict[str, Any]] = []
+        for name, (_, _, partner, _) in sorted(s1.items()):
+            if partner is not None:
+                claims.setdefault(partner, []).append(name)
+        pairs: list[tuple[str, str]] = []
+        rows: list[tuple[str, bytes]] = []
         bad: list[tuple[str, str]] = []
         drop: list[str] = []
         s1_tar, s2_tar = self.tarballs["s1"], self.tarballs["s2"]
-        for name, info in sorted(s2.items()):
+        for name, (_, labels, _, invalid) in sorted(s2.items()):
             partners = claims.get(name, [])
-            s1_info = s1.get(partners[0]) if len(partners) == 1 else None
-            if "invalid" in info:
-                reason = info["invalid"]
+            other = s1.get(partners[0]) if len(partners) == 1 else None
+            if invalid is not None:
+                reason = invalid
             elif not partners:
-                reason = (f"{info['member']}: no Sentinel-1 patch in {s1_tar} names it as its "
+                reason = (f"{self._member('s2', name)}: no Sentinel-1 patch in {s1_tar} names it as its "
                           "corresponding_s2_patch (the partner is missing)")
             elif len(partners) > 1:
                 reason = (f"{s1_tar}: {', '.join(partners)} all name {name} as corresponding_s2_patch; "
                           "remove the duplicates")
-            elif s1_info is None or "invalid" in s1_info:
-                reason = s1_info["invalid"] if s1_info else "its Sentinel-1 partner is unreadable"
-            elif s1_info["labels43"] != info["labels43"]:
-                reason = (f"{s1_info['member']}: labels differ from the Sentinel-2 partner's "
-                          f"({info['member']})")
+            elif other is None or other[3] is not None:
+                reason = other[3] if other and other[3] else "its Sentinel-1 partner is unreadable"
+            elif other[1] != labels or labels is None:
+                reason = (f"{self._member('s1', partners[0])}: labels differ from the Sentinel-2 partner's "
+                          f"({self._member('s2', name)})")
             else:
-                pair = _make_pair(name, partners[0], {}, info["labels43"], info["json"], s1_info["json"],
-                                  lists=True)
-                check_labels(pair.labels19, pair.labels43, info["member"])
-                rows.append(v1_row(name, pair))
+                pair = _make_pair(name, partners[0], {}, list(labels), {}, {}, lists=True)
+                check_labels(pair.labels19, pair.labels43, self._member("s2", name))
+                rows.append((name, canonical_row(v1_row(name, pair))))
+                pairs.append((name, partners[0]))
                 continue
             bad.append((name, reason))
-            drop += [k for k in (name, *partners) if k in infos and "invalid" not in infos[k]]
-        for name, info in sorted(s1.items()):
-            if "invalid" in info and not any(name in p for p in claims.values()):
-                bad.append((name, info["invalid"]))
-            elif "partner" in info and info["partner"] not in s2:
-                bad.append((name, f"{info['member']}: its partner {info['partner']} (corresponding_s2_patch) "
-                                  f"is not in {s2_tar}"))
+            drop += [k for k in (name, *partners) if k in infos and infos[k][3] is None]
+        for name, (_, _, partner, invalid) in sorted(s1.items()):
+            if invalid is not None:
+                bad.append((name, invalid))
+            elif partner is not None and partner not in s2:
+                bad.append((name, f"{self._member('s1', name)}: its partner {partner} "
+                                  f"(corresponding_s2_patch) is not in {s2_tar}"))
                 drop.append(name)
         if bad and not skip_invalid:
             name, reason = bad[0]
@@ -227,11 +252,10 @@ class TarSource(Source):
                               "--skip-invalid to skip invalid pairs (each is listed)")
         if not rows:
             raise EncodeError(f"{s2_tar} and {s1_tar} hold no valid pair; nothing to encode")
-        encoded = [(r["patch_id"], canonical_row(r)) for r in rows]
-        for i in range(0, max(len(encoded), 1), _ROW_BATCH):
-            last = i + _ROW_BATCH >= len(encoded)
-            writer.commit_rows(encoded[i:i + _ROW_BATCH], bad if last else (), drop if last else ())
-        return rows
+        for i in range(0, len(rows), _ROW_BATCH):
+            last = i + _ROW_BATCH >= len(rows)
+            writer.commit_rows(rows[i:i + _ROW_BATCH], bad if last else (), drop if last else ())
+        return pairs
 
 
 def open_tar_source(paths: Sequence[str | os.PathLike[str]], splits: tuple[str, ...] | None) -> TarSource:

@@ -24,7 +24,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -174,10 +174,11 @@ class StoreWriter:
                 self.on_event(f"in-txn:{self._commits}")
 
     # ---- streamed sources (tarballs): patches are committed one modality at a time, rows at the end ----
-    def patch_infos(self) -> dict[str, bytes]:
-        """The per-patch state committed by :meth:`commit_patches` (key -> bytes)."""
+    def patch_infos(self) -> Iterator[tuple[str, bytes]]:
+        """The per-patch state committed by :meth:`commit_patches`: (key, bytes), in key order."""
         with self.env.begin(db=self.dbs["patches"]) as txn:
-            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor()}
+            for k, v in txn.cursor():
+                yield bytes(k).decode(), bytes(v)
 
     def commit_patches(self, values: Sequence[tuple[str, bytes | memoryview, bytes]],
                        infos: Sequence[tuple[str, bytes]]) -> None:
