@@ -31,7 +31,8 @@ def encode(
                                "encode of the same SRC, which is resumed)."),
     workers: int = typer.Option(0, "--workers", "-w", min=0,
                                 help="Worker processes; 0 = one more than the CPU cores (a worker "
-                                "waiting on the disk leaves its core to another)."),
+                                "waiting on the disk leaves its core to another). Tarballs are streamed "
+                                "by one process (decompressing, parsing and writing threads)."),
     split: list[str] = typer.Option([], "--split", "-s",
                                     help="Keep only this split: train, val (or validation), test. "
                                     "Repeat or separate with commas for several."),
