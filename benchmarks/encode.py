@@ -1,6 +1,7 @@
 """Encoding speed: `benmm encode` (1 worker, one per core, the default) vs a straightforward baseline.
 
     python benchmarks/encode.py [--pairs 20000] [--workers N] [--cache DIR] [--configilm]
+    python benchmarks/encode.py --from-tar [--pairs 2000]
 
 The synthetic v1 archive (``benmm.synth.archive``, real on-disk format) is generated once into the cache
 folder (default ``$BENMM_CACHE_DIR/bench`` or ``~/.cache/benmm/bench``) and reused. Its files are read
@@ -13,11 +14,18 @@ the script checks that the baseline's values and benmm's are byte-identical.
 ``--configilm`` also creates a separate virtual environment in the cache folder (never touching the
 project's), installs ``configilm`` there, and shows its BENv2 dataset reading the benmm store; the row
 is skipped with the reason when that is not possible (e.g. no network).
+
+``--from-tar`` packs the synthetic archive as the published tarballs (``.tar.gz`` and ``.tar.zst``,
+``benmm.synth.pack``) and compares, in one run: ``benmm encode`` of the extracted folders (the reference),
+``tar -x`` then ``benmm encode`` of the folders, and ``benmm encode`` of the two tarballs. Columns: wall
+time, CPU time (every process), the peak disk used besides the store (the extracted files), pairs/s and
+the ratio to the folder encode. The tarballs are read before each run (warm page cache).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -182,6 +190,116 @@ def _configilm(cache: Path, store: Path) -> str:
         return f"skipped: {exc}"
 
 
+# ---- --from-tar: extract-then-encode vs encoding the tarballs -------------------------------------
+def _du(path: Path, skip: Path | None = None) -> int:
+    total = 0
+    for dirpath, dirs, files in os.walk(path):
+        if skip is not None and Path(dirpath) == skip.parent:
+            dirs[:] = [d for d in dirs if Path(dirpath) / d != skip]
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed while we look
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def _timed(commands: list[list[str]], work: Path, store: Path) -> dict[str, float]:
+    """Run the commands one after another; wall, CPU (children) and the peak disk under ``work`` outside
+    ``store``, polled every 0.2 s."""
+    import threading
+
+    peak = [0]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], _du(work, skip=store))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    watcher.start()
+    try:
+        for cmd in commands:
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    finally:
+        stop.set()
+        watcher.join()
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak[0] = max(peak[0], _du(work, skip=store))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": wall, "cpu": cpu, "extra": peak[0]}
+
+
+def from_tar(cache: Path, pairs: int, seed: int, workers: int) -> None:
+    from benmm.store import Store
+    from benmm.synth.pack import pack_v1
+
+    src = _archive(cache, pairs, seed, workers)
+    tarballs = {}
+    for fmt in ("tar.gz", "tar.zst"):
+        folder = cache / f"synth-v1-{pairs}-seed{seed}-{fmt}"
+        if not folder.is_dir():
+            print(f"packing the archive as {fmt} (once) ...", flush=True)
+            pack_v1(src, fmt, folder.with_name(folder.name + ".partial"))
+            folder.with_name(folder.name + ".partial").rename(folder)
+        tarballs[fmt] = sorted(folder.glob(f"*.{fmt}"))
+    sizes = {fmt: sum(p.stat().st_size for p in paths) for fmt, paths in tarballs.items()}
+    print(f"archive: {pairs:,} pairs, folders {_du(src) / 1e9:.2f} GB; " + ", ".join(
+        f"{fmt} {n / 1e9:.2f} GB" for fmt, n in sizes.items()))
+    py, w = sys.executable, str(default_workers_())
+    enc = [py, "-m", "benmm", "encode", "--no-progress", "--workers", w]
+    unpack = {"tar.gz": ["tar", "-xzf"], "tar.zst": ["tar", "--zstd", "-xf"]}
+    runs = [("benmm encode FOLDERS (already extracted)", "folders")]
+    for fmt in ("tar.gz", "tar.zst"):
+        runs += [(f"tar -x {fmt}, then benmm encode FOLDERS", f"x-{fmt}"),
+                 (f"benmm encode S2.{fmt} S1.{fmt}", f"t-{fmt}")]
+    work = cache / "from-tar-work"
+    results, hashes = [], set()
+    for label, key in runs:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        store = work / "store"
+        if key == "folders":
+            _warm(src)
+            cmds = [[*enc, str(src), str(store)]]
+        elif key.startswith("x-"):
+            fmt = key[2:]
+            for p in tarballs[fmt]:
+                _warm(p)
+            ex = work / "extracted"
+            ex.mkdir()
+            cmds = [[*unpack[fmt], str(p), "-C", str(ex)] for p in tarballs[fmt]]
+            cmds.append([*enc, str(ex), str(store)])
+        else:
+            fmt = key[2:]
+            for p in tarballs[fmt]:
+                _warm(p)
+            cmds = [[*enc, *map(str, tarballs[fmt]), str(store)]]
+        print(f"running {label} ...", flush=True)
+        r = _timed(cmds, work, store)
+        hashes.add(Store.open(store).content_hash)
+        results.append((label, r))
+    shutil.rmtree(work, ignore_errors=True)
+    ref = pairs / results[0][1]["seconds"]
+    print(f"\n{'method':<46} {'wall s':>8} {'CPU s':>8} {'extra disk':>11} {'pairs/s':>9} {'vs folders':>11}")
+    for label, r in results:
+        rate = pairs / r["seconds"]
+        print(f"{label:<46} {r['seconds']:>8.1f} {r['cpu']:>8.1f} {r['extra'] / 1e6:>8,.0f} MB {rate:>9,.0f} "
+              f"{rate / ref:>10.0%}")
+    print(f"\nsame content hash in every row: {'yes' if len(hashes) == 1 else 'NO'} ({hashes.pop()[:23]}...)")
+    print(f"machine: {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end "
+          "(figures move with the load: rerun on an idle machine)")
+
+
+def default_workers_() -> int:
+    from benmm.ingest.pipeline import default_workers
+
+    return default_workers()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=20_000, help="pairs in the synthetic archive")
@@ -191,6 +309,8 @@ def main() -> None:
     ap.add_argument("--cache", help="folder for the synthetic archive and the stores")
     ap.add_argument("--configilm", action="store_true", help="also show ConfigILM reading the store")
     ap.add_argument("--keep", action="store_true", help="keep the stores written")
+    ap.add_argument("--from-tar", action="store_true",
+                    help="compare tar -x + encode with encoding the .tar.gz / .tar.zst tarballs")
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
     ap.add_argument("--dst", help=argparse.SUPPRESS)
@@ -200,6 +320,9 @@ def main() -> None:
         return
     cache = _cache(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
+    if args.from_tar:
+        from_tar(cache, args.pairs, args.seed, args.workers)
+        return
     src = _archive(cache, args.pairs, args.seed, args.workers)
     size = _warm(src)
     print(f"archive: {src} ({args.pairs:,} pairs, {size / 1e9:.2f} GB; read before each run to warm the "

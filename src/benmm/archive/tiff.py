@@ -104,7 +104,7 @@ _USED: Final = frozenset({_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _STRIP_OFFSETS, 
                           _PLANAR, _PREDICTOR, _TILE_WIDTH, _SAMPLE_FORMAT})
 
 
-def _ifd_key(buf: bytearray) -> bytes | None:
+def _ifd_key(buf: bytes | bytearray) -> bytes | None:
     """The layout cache key of ``buf``, or None when the IFD is not whole (the full parse decides)."""
     size = len(buf)
     if size < 8 or buf[:4] != b"II*\x00":
@@ -118,7 +118,7 @@ def _ifd_key(buf: bytearray) -> bytes | None:
     return bytes(buf[:8]) + bytes(buf[ifd:end])
 
 
-def _cached(buf: bytearray, size: int) -> _Layout | None:
+def _cached(buf: bytes | bytearray, size: int) -> _Layout | None:
     """The cached layout of ``buf`` (a file of ``size`` bytes whose first ``len(buf)`` are in ``buf``),
     or None when it was not seen before or any byte it depends on differs."""
     key = _ifd_key(buf)
@@ -129,7 +129,7 @@ def _cached(buf: bytearray, size: int) -> _Layout | None:
     return None
 
 
-def _layout(buf: bytearray, path: str | os.PathLike[str]) -> _Layout:
+def _layout(buf: bytes | bytearray, path: str | os.PathLike[str]) -> _Layout:
     """The layout of the whole file ``buf``: from the cache, else a full parse (then cached)."""
     layout = _cached(buf, len(buf))
     if layout is None:
@@ -144,7 +144,7 @@ def _layout(buf: bytearray, path: str | os.PathLike[str]) -> _Layout:
 
 
 
-def _parse(buf: bytearray, path: str | os.PathLike[str]) -> _Layout:
+def _parse(buf: bytes | bytearray, path: str | os.PathLike[str]) -> _Layout:
     """Parse the simple layout; raise _Unsupported for anything else, ArchiveError for damage."""
     size = len(buf)
     if size < 8:
@@ -319,3 +319,29 @@ def _into(path: str, start: int, out: memoryview, shape: tuple[int, int], dtype:
         return False  # truncated (or a short read): the full path decides
     layout = _cached(head, got)
     return layout is not None and layout.start == start and layout.shape == shape and layout.dtype == dtype
+
+
+def read_band_bytes(data: bytes, band: str, where: str, out: memoryview) -> np.ndarray:
+    """Band ``band`` from the bytes of its GeoTIFF (a tarball member), written into ``out`` (the band's
+    exact byte size, little-endian) and returned as an array viewing it. Same checks and errors as
+    :func:`read_band`, naming ``where``; the layout cache makes the fast path one parse per band."""
+    if band not in BAND_SIZE:
+        raise BandError(f"unknown band {band!r}; bands are {', '.join(BAND_SIZE)}")
+    side, dtype = BAND_SIZE[band], BAND_DTYPE[band].newbyteorder("<")
+    want = np.frombuffer(out, dtype=dtype).reshape(side, side)
+    try:
+        layout = _layout(data, where)
+    except _Unsupported:
+        import io
+
+        import tifffile
+
+        try:
+            arr = np.asarray(tifffile.imread(io.BytesIO(data)))
+        except Exception as exc:  # tifffile raises many types for damaged files; all mean "unreadable"
+            raise ArchiveError(f"{where}: not a readable GeoTIFF ({type(exc).__name__}: {exc})") from None
+    else:
+        h, w = layout.shape
+        arr = np.frombuffer(data, dtype=layout.dtype, count=h * w, offset=layout.start).reshape(h, w)
+    want[...] = check_band(arr, band, where)
+    return want

@@ -68,10 +68,19 @@ def find_v1_roots(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 def _load_json(path: str | Path) -> tuple[dict[str, Any] | None, Problem | None]:
     try:
         with open(path, "rb") as fh:
-            data = json.loads(fh.read())
+            raw = fh.read()
     except FileNotFoundError:
         return None, Problem(str(path), "metadata JSON is missing")
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        return None, Problem(str(path), f"metadata JSON is malformed ({exc})")
+    return json_from_bytes(raw, path)
+
+
+def json_from_bytes(raw: bytes, path: str | Path) -> tuple[dict[str, Any] | None, Problem | None]:
+    """A patch's metadata JSON from its bytes (a file or a tarball member ``path``), or the problem."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
         return None, Problem(str(path), f"metadata JSON is malformed ({exc})")
     if not isinstance(data, dict):
         return None, Problem(str(path), "metadata JSON is not an object")

@@ -23,13 +23,16 @@ def _size(n: float) -> str:
 
 
 def encode(
-    src: Path = typer.Argument(..., help="The archive: a v1 root (S2 + S1 folders), a reBEN folder "
-                               "(BigEarthNet-V2-LMDB/ + metadata.parquet) or a benmm store."),
+    src: list[Path] = typer.Argument(..., help="The archive: a v1 root (S2 + S1 folders), a reBEN folder "
+                                     "(BigEarthNet-V2-LMDB/ + metadata.parquet), a benmm store, or the two "
+                                     "v1 tarballs (S2 and S1, any order; .tar, .tar.gz, .tar.zst, .tar.bz2), "
+                                     "read once each and never extracted."),
     dst: Path = typer.Argument(..., help="The store directory to write (new or empty; or an interrupted "
                                "encode of the same SRC, which is resumed)."),
     workers: int = typer.Option(0, "--workers", "-w", min=0,
                                 help="Worker processes; 0 = one more than the CPU cores (a worker "
-                                "waiting on the disk leaves its core to another)."),
+                                "waiting on the disk leaves its core to another). Tarballs are streamed "
+                                "by one process (decompressing, parsing and writing threads)."),
     split: list[str] = typer.Option([], "--split", "-s",
                                     help="Keep only this split: train, val (or validation), test. "
                                     "Repeat or separate with commas for several."),
@@ -46,7 +49,8 @@ def encode(
     from benmm.ingest.pipeline import encode_summary
     from benmm.store import REPORT
 
-    s = encode_summary(src, dst, workers=workers or None, split=split or None, skip_invalid=skip_invalid,
+    source = src[0] if len(src) == 1 else src
+    s = encode_summary(source, dst, workers=workers or None, split=split or None, skip_invalid=skip_invalid,
                        progress=progress)
     if s.already_complete:
         console.print(f"[bold]{dst}[/] is already a finished store of {s.source} ({s.pairs:,} pairs); "

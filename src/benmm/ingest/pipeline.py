@@ -8,7 +8,8 @@ through pipes (pickle, pipe, unpickle) cost more CPU than reading the pair did. 
 plans the work, shows progress and seals the store. Killed at any moment and run again with the same
 arguments, it skips the committed pairs and ends with the same content hash as an uninterrupted run.
 Sources: a v1 folder tree (via :mod:`benmm.archive.v1`), a reBEN folder or another benmm store
-(values copied byte for byte after validation).
+(values copied byte for byte after validation), or the two v1 tarballs, streamed in this process
+(:mod:`benmm.ingest.tar_source`; one decompression thread per tarball, see :mod:`benmm.archive.tarball`).
 
 Fault injection (for the kill-and-resume tests, never set by the command line): ``on_event(point)``
 is called at named points of the run: ``commit:K`` in the main process after the K-th committed
@@ -35,7 +36,8 @@ from benmm import __version__
 from benmm.atomic import fsync_dir
 from benmm.bands import BAND_DTYPE, BAND_RESOLUTION, BAND_SIZE, S1_BANDS, S2_BANDS
 from benmm.errors import EncodeError
-from benmm.ingest.sources import Source, open_source
+from benmm.ingest.sources import Source, normalize_splits, open_source
+from benmm.ingest.tar_source import TarSource, open_tar_source
 from benmm.ingest.worker import Job, Task, close_worker_writer, init_here, init_worker, work
 from benmm.store.layout import ENCODE_STATE, FORMAT, FORMAT_VERSION, MANIFEST, REPORT
 from benmm.store.reader import Store
@@ -76,7 +78,7 @@ class EncodeSummary:
 
 # ---- main side ---------------------------------------------------------------------------------
 def _params(source: Source, splits: tuple[str, ...] | None) -> dict[str, Any]:
-    return {"kind": source.kind, "path": str(source.root.resolve()),
+    return {"kind": source.kind, "path": source.param_path(),
             "split": list(splits) if splits else None}
 
 
@@ -175,7 +177,23 @@ def default_workers() -> int:
     return (os.cpu_count() or 1) + 1
 
 
-def encode_summary(src: str | os.PathLike[str], dst: str | os.PathLike[str], workers: int | None = None,
+PathArg = str | os.PathLike[str]
+
+
+def _open(src: PathArg | Sequence[PathArg], split: str | Sequence[str] | None
+          ) -> tuple[Source, tuple[str, ...] | None]:
+    """The source: a folder or store (one path), or the v1 tarballs (two paths, or any tarball)."""
+    from benmm.archive.tarball import is_tarball
+
+    paths = [Path(src)] if isinstance(src, str | os.PathLike) else [Path(p) for p in src]
+    paths = [p.expanduser() for p in paths]
+    if len(paths) == 1 and not is_tarball(paths[0]):
+        return open_source(paths[0], split)
+    splits = normalize_splits(split)
+    return open_tar_source(paths, splits), splits
+
+
+def encode_summary(src: PathArg | Sequence[PathArg], dst: str | os.PathLike[str], workers: int | None = None,
                    split: str | Sequence[str] | None = None, skip_invalid: bool = False,
                    progress: bool = True, commit_pairs: int = COMMIT_PAIRS,
                    on_event: Callable[[str], None] | None = None) -> EncodeSummary:
@@ -186,7 +204,7 @@ def encode_summary(src: str | os.PathLike[str], dst: str | os.PathLike[str], wor
     start = time.perf_counter()
     dst = Path(dst).expanduser()
     workers = max(1, int(workers or default_workers()))
-    source, splits = open_source(Path(src).expanduser(), split)
+    source, splits = _open(src, split)
     params = _params(source, splits)
     state = dst / ENCODE_STATE
     if (dst / MANIFEST).is_file() and state.is_dir() and not (state / FINAL).exists():
@@ -201,6 +219,10 @@ def encode_summary(src: str | os.PathLike[str], dst: str | os.PathLike[str], wor
                                  time.perf_counter() - start, 0, workers, already_complete=True)
         raise EncodeError(f"{dst} already holds a finished store of another source; "
                           "choose another destination")
+    if isinstance(source, TarSource):
+        _prepare(dst, params)
+        with _exclusive(dst):
+            return _encode_stream(source, params, dst, skip_invalid, progress, commit_pairs, start, on_event)
     tasks = source.tasks(splits)
     if not tasks:
         which = f" of split {', '.join(splits)}" if splits else ""
@@ -284,6 +306,52 @@ def _encode(source: Source, tasks: list[Task], params: dict[str, Any], dst: Path
     resumed = len(store) - written
     return EncodeSummary(store, str(source.root), len(store), written, resumed, skipped,
                          time.perf_counter() - start, nbytes, workers)
+
+
+def _encode_stream(source: TarSource, params: dict[str, Any], dst: Path, skip_invalid: bool, progress: bool,
+                   commit_pairs: int, start: float, on_event: Callable[[str], None] | None) -> EncodeSummary:
+    """The tarballs' encode: streamed in this process (no worker pool), sealed like any other."""
+    written = nbytes = 0
+    bar = None
+    writer: StoreWriter | None = StoreWriter(dst, source.size_hint(0, 0), on_event)
+    try:
+        assert writer is not None
+        if (dst / ENCODE_STATE / FINAL).is_file():
+            skipped = _report_skipped(dst)
+        else:
+            bar = _bytes_progress(progress, source.total_bytes)
+
+            def show(done: int, _: int) -> None:
+                if bar is not None:
+                    rate = done / 1e6 / max(time.perf_counter() - start, 1e-9)
+                    bar.update(bar.task_ids[0], completed=done // 1_000_000, rate=f"{rate:,.1f} MB/s")
+
+            written, nbytes = source.stream(writer, skip_invalid, commit_pairs, show, on_event)
+            skipped = writer.skipped()
+            report = {"source": params, "skipped": skipped, "seconds": round(time.perf_counter() - start, 3),
+                      "written": written, "workers": 1}
+            atomic_write(dst / REPORT, (json.dumps(report, indent=2) + "\n").encode())
+        writer.finish(_manifest_base(params))
+        writer = None
+    finally:
+        if bar is not None:
+            bar.stop()
+        if writer is not None:
+            writer.close()
+    store = Store.open(dst)
+    return EncodeSummary(store, source.label, len(store), written, len(store) - written, skipped,
+                         time.perf_counter() - start, nbytes, 1)
+
+
+def _bytes_progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from benmm.progress import progress_bar
+
+    bar = progress_bar(rate=True)
+    bar.start()
+    bar.add_task("encode (MB of tarballs read)", total=max(total // 1_000_000, 1), rate="")
+    return bar
 
 
 def _report_skipped(dst: Path) -> dict[str, str]:

@@ -76,6 +76,10 @@ class Source:
     def record(self, name: str, where: Any) -> Record | None:
         raise NotImplementedError
 
+    def param_path(self) -> str | list[str]:
+        """What the store's manifest and a resumed encode record as the source's path."""
+        return str(self.root.resolve())
+
     def size_hint(self, pairs: int, per_pair: int) -> int:
         """LMDB map size: generous (it is address space; the file is cut to its data when sealed), so
         that the map never has to grow while several worker processes have it mapped."""
@@ -121,6 +125,16 @@ class _BlobBuffers:
     def give_back(self) -> None:
         """The buffers taken last are not used after all."""
         self._next -= 1
+
+
+def v1_row(name: str, pair: Any) -> dict[str, Any]:
+    """The metadata row of a v1 pair (a :class:`benmm.archive.base.Pair` read with the official lists)."""
+    return {"patch_id": name, "labels": list(pair.labels19),
+            "split": column_split(pair.split) if pair.split else None, "country": pair.country,
+            "s1_name": pair.s1_name, "s2v1_name": pair.s2v1_name or name,
+            "contains_seasonal_snow": pair.contains_seasonal_snow,
+            "contains_cloud_or_shadow": pair.contains_cloud_or_shadow,
+            "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season}
 
 
 class V1Source(Source):
@@ -178,14 +192,8 @@ class V1Source(Source):
             self._buffers.give_back()
             return None
         check_labels(pair.labels19, pair.labels43, f"{s2_dir}")
-        row = {"patch_id": name, "labels": list(pair.labels19),
-               "split": column_split(pair.split) if pair.split else None, "country": pair.country,
-               "s1_name": pair.s1_name, "s2v1_name": pair.s2v1_name or name,
-               "contains_seasonal_snow": pair.contains_seasonal_snow,
-               "contains_cloud_or_shadow": pair.contains_cloud_or_shadow,
-               "labels43": list(pair.labels43) if pair.labels43 is not None else None, "season": pair.season,
-               **footprint_fields(from_v1_json(pair.meta.get("coordinates"), pair.meta.get("projection"),
-                                               f"{s2_dir}"))}
+        row = {**v1_row(name, pair), **footprint_fields(from_v1_json(
+            pair.meta.get("coordinates"), pair.meta.get("projection"), f"{s2_dir}"))}
         return _record(name, pair.s1_name, memoryview(s2), memoryview(s1), row)
 
     def begin_chunk(self) -> None:
@@ -302,16 +310,20 @@ class ArchiveSource(Source):
         return _record(name, pair.s1_name, values[0], values[1], row, ref_map)
 
 
-def open_source(path: Path, split: str | Any | None) -> tuple[Source, tuple[str, ...] | None]:
-    """The source at ``path`` and the normalised split names (None = every pair)."""
+def normalize_splits(split: str | Any | None) -> tuple[str, ...] | None:
+    """``--split`` values (repeated or comma-separated) as sorted normalised names; None = every pair."""
     from benmm.archive.splits import normalize_split
 
     if split is None or split == () or split == []:
-        splits = None
-    else:
-        items = [split] if isinstance(split, str) else list(split)
-        parts = [p for item in items for p in str(item).split(",") if p.strip()]
-        splits = tuple(sorted({normalize_split(p) for p in parts})) or None
+        return None
+    items = [split] if isinstance(split, str) else list(split)
+    parts = [p for item in items for p in str(item).split(",") if p.strip()]
+    return tuple(sorted({normalize_split(p) for p in parts})) or None
+
+
+def open_source(path: Path, split: str | Any | None) -> tuple[Source, tuple[str, ...] | None]:
+    """The source at ``path`` and the normalised split names (None = every pair)."""
+    splits = normalize_splits(split)
     if not path.exists():
         raise EncodeError(f"{path}: no such archive (the path does not exist)")
     if any((path / n).exists() for n in (MANIFEST, ENCODE_STATE, *REBEN_LMDB_NAMES)):

@@ -24,7 +24,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -39,7 +39,8 @@ from benmm.store.layout import ENCODE_STATE, LMDB_DIR, MANIFEST, METADATA, METAD
 from benmm.store.lmdbenv import close_env
 
 FINAL: Final = "final.json"
-_DBS: Final = {"digests": b"__benmm_digests__", "meta": b"__benmm_meta__", "skipped": b"__benmm_skipped__"}
+_DBS: Final = {"digests": b"__benmm_digests__", "meta": b"__benmm_meta__", "skipped": b"__benmm_skipped__",
+               "patches": b"__benmm_patches__"}  # per-patch state of a streamed (tarball) encode
 _HEADROOM: Final = (8 << 20, 256 << 20)  # bounds of the reserve ahead of the data (1/8 of the map)
 
 
@@ -183,6 +184,65 @@ class StoreWriter:
             self._commits += 1
             if self.on_event is not None:  # a test may kill the process with the transaction half done
                 self.on_event(f"in-txn:{self._commits}")
+
+    # ---- streamed sources (tarballs): patches are committed one modality at a time, rows at the end ----
+    def patch_infos(self) -> Iterator[tuple[str, bytes]]:
+        """The per-patch state committed by :meth:`commit_patches`: (key, bytes), in key order."""
+        with self.env.begin(db=self.dbs["patches"]) as txn:
+            for k, v in txn.cursor():
+                yield bytes(k).decode(), bytes(v)
+
+    def commit_patches(self, values: Sequence[tuple[str, bytes | memoryview, bytes]],
+                       infos: Sequence[tuple[str, bytes]]) -> None:
+        """Write patch values ``(key, value, digest)`` and their state ``(key, info)`` in one transaction
+        (all or nothing); a key written twice is an EncodeError."""
+        nbytes = sum(len(v) + 256 for _, v, _ in values) + sum(len(i) + 64 for _, i in infos)
+
+        def put(txn: Any) -> None:
+            for key, value, digest in values:
+                raw = key.encode()
+                if not txn.put(raw, digest, db=self.dbs["digests"], overwrite=False):
+                    raise EncodeError(f"{key}: this patch is written twice (it is in the tarball twice?); "
+                                      "remove the duplicate")
+                txn.put(raw, value)
+            for key, info in infos:
+                txn.put(key.encode(), info, db=self.dbs["patches"])
+
+        self._retry(nbytes, put)
+
+    def commit_rows(self, rows: Sequence[tuple[str, bytes]], skipped: Sequence[tuple[str, str]] = (),
+                    drop: Sequence[str] = ()) -> None:
+        """Write the pairs' metadata rows, the skipped pairs, and remove the values of keys in ``drop``
+        (patches of skipped pairs), in one transaction."""
+        nbytes = sum(len(r) + 256 for _, r in rows)
+
+        def put(txn: Any) -> None:
+            for name, row in rows:
+                txn.put(name.encode(), row, db=self.dbs["meta"])
+            for name, reason in skipped:
+                txn.put(name.encode(), reason.encode(), db=self.dbs["skipped"])
+            for key in drop:
+                txn.delete(key.encode())
+                txn.delete(key.encode(), db=self.dbs["digests"])
+
+        self._retry(nbytes, put)
+
+    def _retry(self, nbytes: int, put: Callable[[Any], None]) -> None:
+        while True:
+            try:
+                self._reserve(nbytes)
+                with self.env.begin(write=True) as txn:
+                    put(txn)
+                    self._commits += 1
+                    if self.on_event is not None:
+                        self.on_event(f"in-txn:{self._commits}")
+                return
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except (OSError, lmdb.Error) as exc:
+                raise self._error(exc) from None
 
     def finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Seal the store: metadata, manifest (content hash, counts), drop bookkeeping. Idempotent.
