@@ -121,6 +121,19 @@ def select(meta: pd.DataFrame, split: str | None, recommended: bool,
     return meta.loc[keep].reset_index(drop=True)
 
 
+def subsample(meta: pd.DataFrame, fraction: float, seed: int, where: str) -> pd.DataFrame:
+    """A seeded random ``fraction`` of the rows (``round(fraction * n)``, at least one), in store order:
+    the same store, filters, fraction and seed always give the same pairs."""
+    f = float(fraction)
+    if not 0.0 < f <= 1.0:
+        raise DatasetError(f"{where}: fraction {fraction!r} must be in (0, 1] (e.g. 0.01 for 1% of a split)")
+    if f == 1.0 or len(meta) == 0:
+        return meta
+    k = max(1, round(f * len(meta)))
+    keep = np.sort(np.random.default_rng(int(seed)).choice(len(meta), size=k, replace=False))
+    return meta.iloc[keep].reset_index(drop=True)
+
+
 def multi_hot(meta: pd.DataFrame, n: int, order: str, where: str) -> np.ndarray:
     """uint8 [rows, n] multi-hot labels of a metadata table (:func:`benmm.labels.multi_hot`): the
     19-class labels (43-class names converted), or the v1 43-class ones from ``labels43``."""
@@ -165,13 +178,17 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         Drop the seasonal-snow, cloud/shadow and no-19-class patches (the recommended set). On by default.
     countries, seasons:
         Keep only these countries / seasons (``Spring``, ``Summer``, ``Fall``/``Autumn``, ``Winter``).
+    fraction, fraction_seed:
+        Keep a seeded random ``fraction`` (0 < f <= 1) of the pairs left after the filters (at least one),
+        in store order: :func:`subsample` (the low-data regime of pretraining comparisons).
     """
 
     def __init__(self, store: Store | str | Path, modality: str = "s1s2",
                  bands: str | Iterable[str] | None = None, split: str | None = "train", labels: int = 19,
                  order: str = "official", recommended: bool = True,
                  countries: Iterable[str] | str | None = None,
-                 seasons: Iterable[str] | str | None = None) -> None:
+                 seasons: Iterable[str] | str | None = None, fraction: float = 1.0,
+                 fraction_seed: int = 0) -> None:
         if isinstance(store, str | Path):
             from benmm.store import Store
 
@@ -185,7 +202,8 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         self.recommended = recommended
         self.layout = sample_layout(self.bands)
         where = str(getattr(store, "path", store))
-        meta = select(store.metadata, self.split, recommended, countries, seasons, where)
+        meta = subsample(select(store.metadata, self.split, recommended, countries, seasons, where),
+                         fraction, fraction_seed, where)
         self._labels = multi_hot(meta, self.num_classes, order, where)
         self.label_names = label_names(self.num_classes, order)
         self._names = meta["patch_id"].to_numpy(dtype=str).astype(np.bytes_)
