@@ -50,8 +50,9 @@ def experiment_cmd(
         rows = plan(g, out, store_path)
         table = Table(title=f"{g.name}: {len(rows)} runs ({sum(r.finished for r in rows)} finished)",
                       title_justify="left")
-        for col in ("run", "epochs", "train pairs", "pair passes", "est. time", "state"):
-            table.add_column(col, justify="left" if col in ("run", "state") else "right", overflow="fold")
+        table.add_column("run", no_wrap=True, min_width=max(len(r.run.run_id) for r in rows))
+        for col in ("epochs", "train pairs", "pair passes", "est. time", "state"):
+            table.add_column(col, justify="left" if col == "state" else "right", overflow="fold")
         for r in rows:
             table.add_row(r.run.run_id, str(r.epochs), "?" if r.train_pairs is None else f"{r.train_pairs:,}",
                           "?" if r.pair_passes is None else f"{r.pair_passes:,}",

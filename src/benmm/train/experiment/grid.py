@@ -247,7 +247,9 @@ def load_grid(name_or_path: str | Path, inits: dict[str, str] | None = None,
     try:
         recipe = load_recipe(recipe_ref, overrides)
     except RecipeError as exc:
-        key = "set" if overrides and "recipe" not in str(exc).split(":")[0] else "recipe"
+        text = str(exc)
+        about_file = text.startswith(("unknown recipe '", "recipe ")) or "not valid TOML" in text
+        key = "set" if overrides and not about_file else "recipe"
         raise c.fail(None, key, str(exc)) from None
     given = data.get("axes", {})
     for key in given:
