@@ -47,7 +47,8 @@ def test_failing_runs_are_reported_and_resume_skips_finished_runs(synthetic, tmp
     assert "broken.safetensors" in (failed.error or "") and (failed.folder / "error.txt").is_file()
     # a finished run is an ordinary `benmm train` + `benmm evaluate` folder
     run43 = out / "runs" / "timm-test-resnet_s2_L43_scratch_f0.5_s0"
-    assert (run43 / "checkpoints" / "best.ckpt").is_file() and (run43 / "eval-test" / "metrics.json").is_file()
+    assert (run43 / "checkpoints" / "best.ckpt").is_file()
+    assert (run43 / "eval-test" / "metrics.json").is_file()
     recipe = json.loads((run43 / "recipe.json").read_text())
     assert recipe["data"]["fraction"] == 0.5 and recipe["model"]["name"] == "timm:test_resnet"
     train_pairs = len(__import__("benmm.data", fromlist=["x"]).BigEarthNetDataset(store, split="train"))
