@@ -192,7 +192,8 @@ def test_a_43_class_setting_gets_a_row_on_19(tmp_path: Path) -> None:
     text = GOOD.replace('modality = ["s2", "s1s2-late"]', 'modality = ["s2"]').replace(
         'init = ["scratch", "imagenet"]', 'init = ["scratch"]').replace(
         'fraction = [0.5, 1.0]', 'fraction = [1.0]').replace(
-        'a = { init = "scratch" }', 'a = { labels = 43 }').replace('b = { init = "imagenet" }', 'b = { labels = 19 }')
+        'a = { init = "scratch" }', 'a = { labels = 43 }').replace(
+        'b = { init = "imagenet" }', 'b = { labels = 19 }')
     grid = load_grid(write(tmp_path, text))
     out = tmp_path / "exp"
     for run in grid.runs():
