@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:
-    from benmm.train.experiment.results import Row
+    from benmm.train.experiment.rows import Row
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -27,7 +27,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def results_plot(rows: list[Row], path: Path, title: str) -> Path:
     """Macro AP (mean ± std over seeds) per setting; published figures as red diamonds."""
-    from benmm.train.experiment.results import REPORTED_LABEL, describe
+    from benmm.train.experiment.rows import REPORTED_LABEL, describe
 
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
     y = list(range(len(rows)))
@@ -52,7 +52,7 @@ def results_plot(rows: list[Row], path: Path, title: str) -> Path:
 
 def classes_plot(compared: list[tuple[Row, Row, list[dict[str, Any]]]], path: Path) -> Path:
     """Per-class AP gain of b over a, one panel per compared pair (first four)."""
-    from benmm.train.experiment.results import describe
+    from benmm.train.experiment.rows import describe
 
     shown = compared[:4]
     n_classes = max(len(d) for _, _, d in shown)
