@@ -33,7 +33,8 @@ def experiment_cmd(
     store: str | None = typer.Option(None, "--store", help="The store to run on (overrides the grid's)."),
     init: list[str] = typer.Option([], "--init", help="NAME=PATH: the file of an initialisation of the "
                                    "grid's [init] (repeatable), e.g. imagenet=resnet50.safetensors."),
-    workers: int = typer.Option(2, "--workers", "-w", min=0, help="DataLoader worker processes."),
+    workers: int | None = typer.Option(None, "--workers", "-w", min=0,
+                                       help="DataLoader worker processes (default: the grid's, else 2)."),
     devices: str = typer.Option("auto", "--devices", help="Lightning devices per run: auto, a count, ids."),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
 ) -> None:
@@ -82,7 +83,10 @@ def experiment_cmd(
             console.print(f"[{i}/{n}] {o.run.run_id}: macro AP {m['ap_macro']:.4f}, micro AP "
                           f"{m['ap_micro']:.4f} ({o.seconds:.0f} s)", highlight=False)
 
-    outcomes = run_experiment(g, out, store=store, resume=resume, workers=workers,
+    if store is None and g.store == "synthetic" and not (out / "store" / "benmm-store.json").is_file():
+        console.print(f"building a synthetic store of {g.synthetic_pairs} pairs in {out / 'store'} ...")
+    outcomes = run_experiment(g, out, store=store, resume=resume,
+                              workers=g.workers if workers is None else workers,
                               trainer_kwargs={"devices": _devices(devices), "accelerator": accelerator},
                               on_event=show)
     summary = summarize(g, out)

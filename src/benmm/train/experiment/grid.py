@@ -8,6 +8,7 @@ A grid file (see the shipped ones in ``grids/``)::
     synthetic_pairs = 400           # with store = "synthetic"
     set = ["trainer.epochs=3"]      # recipe overrides for every run (as `benmm train --set`)
     split = "test"                  # the split every run is scored on
+    workers = 2                     # DataLoader workers (0 for tiny stores; the CLI's --workers wins)
 
     [axes]                          # every combination is one run (a missing axis: the recipe's value)
     model = ["resnet50"]            # registered names or timm:<name>
@@ -43,8 +44,8 @@ from benmm.errors import BenmmError
 AXES: Final = ("model", "modality", "labels", "init", "fraction", "seed")
 #: the axes that name a setting (everything but the seed): runs of one setting are averaged over seeds
 SETTING_AXES: Final = AXES[:-1]
-TOP_KEYS: Final = ("description", "recipe", "store", "synthetic_pairs", "set", "split", "axes", "init",
-                   "compare")
+TOP_KEYS: Final = ("description", "recipe", "store", "synthetic_pairs", "set", "split", "workers", "axes",
+                   "init", "compare")
 MODALITIES: Final = {"s1": ("s1", "early"), "s2": ("s2", "early"), "s1s2": ("s1s2", "early"),
                      "s1s2-late": ("s1s2", "late")}
 SPECIAL_INITS: Final = ("stand-in", "pretrain")
@@ -98,6 +99,7 @@ class Grid:
     axes: dict[str, list[Any]]
     inits: dict[str, str]
     compare: tuple[dict[str, Any], dict[str, Any]] | None
+    workers: int = 2
     text: str = field(repr=False, default="")
 
     def runs(self) -> list[Run]:
@@ -265,6 +267,9 @@ def load_grid(name_or_path: str | Path, inits: dict[str, str] | None = None,
     pairs = data.get("synthetic_pairs", 400)
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 40:
         raise c.fail(None, "synthetic_pairs", "synthetic_pairs must be an integer >= 40")
+    workers = data.get("workers", 2)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise c.fail(None, "workers", "workers must be an integer >= 0 (DataLoader worker processes)")
     store = data.get("store")
     if store is not None and (not isinstance(store, str) or not store):
         raise c.fail(None, "store", 'store must be a path or "synthetic"')
@@ -272,7 +277,7 @@ def load_grid(name_or_path: str | Path, inits: dict[str, str] | None = None,
         store = str(path.parent / store)
     return Grid(path=path, name=path.stem, description=str(data.get("description", "")), recipe=recipe_ref,
                 store=store, synthetic_pairs=pairs, overrides=list(overrides), split=split, axes=axes,
-                inits=inits, compare=_compare(c, data.get("compare"), axes), text=text)
+                inits=inits, compare=_compare(c, data.get("compare"), axes), workers=workers, text=text)
 
 
 def _compare(c: _Checker, spec: Any, axes: dict[str, list[Any]]
