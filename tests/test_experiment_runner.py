@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benmm.train.experiment import GridError, load_grid, run_experiment, summarize
+from benmm.train.experiment import GridError, load_grid, plan, run_experiment, summarize
 from benmm.train.experiment.runner import stand_in_file
 
 
@@ -67,6 +67,14 @@ def test_failing_runs_are_reported_and_resume_skips_finished_runs(synthetic, tmp
     assert {o.run.run_id: o.status for o in second} == {
         k: "skipped" if v == "done" else "failed" for k, v in status.items()}
     assert (run43 / "result.json").stat().st_mtime_ns == stamp
+
+    # --dry-run: the finished run is listed as such, the rest priced from its measured speed
+    planned = {r.run.run_id: r for r in plan(grid, out, store.path)}
+    done = planned["timm-test-resnet_s2_L43_scratch_f0.5_s0"]
+    assert done.finished and done.train_pairs == round(0.5 * train_pairs) and done.epochs == 1
+    todo = planned["timm-test-resnet_s2_L43_broken_f0.5_s0"]
+    assert not todo.finished and todo.seconds is not None and todo.seconds > 0
+    assert todo.pair_passes == result["pair_passes"]
 
     summarize(grid, out, plots=False)
     md = (out / "results.md").read_text()
