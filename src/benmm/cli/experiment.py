@@ -58,14 +58,15 @@ def experiment_cmd(
             table.add_row(r.run.run_id, str(r.epochs), "?" if r.train_pairs is None else f"{r.train_pairs:,}",
                           "?" if r.pair_passes is None else f"{r.pair_passes:,}",
                           "?" if r.seconds is None else f"{r.seconds:.0f} s",
-                          "finished" if r.finished else "to run")
+                          "done" if r.finished else "to run")
         console.print(table)
         passes = [r.pair_passes for r in rows if not r.finished]
         left = [r.seconds for r in rows if not r.finished]
         total = f"{sum(p for p in passes if p):,} pair passes" if all(p is not None for p in passes) else \
             "pair passes unknown (the store is not built yet)"
-        est = (f", about {sum(s for s in left if s) / 60:.1f} min at the speed of this folder's finished runs"
-               if left and all(s is not None for s in left) else
+        est = ("" if not left else
+               f", about {sum(s for s in left if s) / 60:.1f} min at the speed of this folder's finished runs"
+               if all(s is not None for s in left) else
                "; time unknown until a run of this folder has finished (then --dry-run estimates the rest)")
         console.print(f"to run: {len(passes)} runs, {total}{est}")
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ def results_plot(rows: list[Row], path: Path, title: str) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("macro AP (test)")
     ax.set_xlim(0, 1)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)
     if shown:
         ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
@@ -84,6 +85,6 @@ def fraction_plot(rows: list[Row], path: Path, title: str) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("fraction of the training split")
     ax.set_ylabel("macro AP (test)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)
     ax.legend(fontsize=7)
     return _save(fig, path)
