@@ -86,7 +86,8 @@ def test_a_grid_crosses_every_axis_and_names_runs(tmp_path: Path) -> None:
     ('imagenet = "stand-in"', 'imagenet = "missing.safetensors"', r"grid.toml:15: \[init\] imagenet: .*"
                                                                   r"missing.safetensors does not exist"),
     ('seed = [0, 1]', 'seed = [0, 0]', r"grid.toml:12: axis 'seed' repeats a value"),
-    ('set = ["trainer.epochs=1"]', 'set = ["trainer.epochs=1"]\nworkers = -1', r"grid.toml:5: workers must be"),
+    ('set = ["trainer.epochs=1"]', 'set = ["trainer.epochs=1"]\nworkers = -1',
+     r"grid.toml:5: workers must be"),
 ])
 def test_bad_grids_fail_in_one_line_naming_the_line(tmp_path: Path, old: str, new: str, message: str) -> None:
     assert old in GOOD
