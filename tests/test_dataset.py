@@ -284,7 +284,7 @@ def test_stats_cli_writes_a_loadable_file(synth_store: Path, synth: Store, tmp_p
 
 
 def test_multi_hot_is_vectorised_and_strict() -> None:
-    from benmm.data.dataset import multi_hot
+    from benmm.data.selection import multi_hot
 
     meta = pd.DataFrame({"patch_id": ["a", "b", "c"],
                          "labels": [["Urban fabric", "Marine waters"], [], ["Non-irrigated arable land"]]})

@@ -220,3 +220,20 @@ def conversion_matrix(order19: Order = "official", order43: Order = "official") 
         if target is not None:
             mat[i43[name], i19[target]] = 1.0
     return mat
+
+
+def scores_to_19(scores: np.ndarray, order43: Order = "official", order19: Order = "official") -> np.ndarray:
+    """Per-class scores of a 43-class model on the 19-class nomenclature: each 19-class score is the
+    **maximum** over the 43-class scores of the labels that merge into it (the rule under which a patch
+    has a 19-class label exactly when it has one of its 43-class sources; the 11 43-class labels without
+    a 19-class target are dropped). Applied to 0/1 targets it is the official label conversion."""
+    arr = np.asarray(scores)
+    if arr.shape[-1] != 43:
+        raise LabelError(f"scores have {arr.shape[-1]} classes; the 43 -> 19 conversion needs 43")
+    _check_order(order43)
+    _check_order(order19)
+    mat = conversion_matrix(order19, order43).astype(bool)  # [43, 19]
+    out = np.empty((*arr.shape[:-1], 19), dtype=arr.dtype)
+    for j in range(19):
+        out[..., j] = arr[..., mat[:, j]].max(axis=-1)
+    return out

@@ -23,6 +23,7 @@ err_console = Console(stderr=True)
 COMMAND_MODULES = (
     "benmm.cli.archive",
     "benmm.cli.data",
+    "benmm.cli.experiment",
     "benmm.cli.retrieval",
     "benmm.cli.retrieval_eval",
     "benmm.cli.store",

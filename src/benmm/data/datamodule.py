@@ -83,8 +83,9 @@ class BigEarthNetDataModule(L.LightningDataModule):
     The dataset options (``modality``, ``bands``, ``labels``, ``order``, ``recommended``, ``countries``,
     ``seasons``, ``reference_maps``) are those of :class:`~benmm.data.BigEarthNetDataset`; the transform
     options (``resample``, ``stats``, ``augment``, ``keep_native``, ``align_corners``) those of
-    :class:`~benmm.data.BatchTransform`. ``predict_split`` picks the pairs ``predict_dataloader`` serves
-    (``None``: every pair of the store, recommended filter applied).
+    :class:`~benmm.data.BatchTransform`. ``train_fraction`` keeps a seeded random fraction of the
+    training split (``fraction_seed``; validation and test stay whole). ``predict_split`` picks the
+    pairs ``predict_dataloader`` serves (``None``: every pair of the store, recommended filter applied).
     """
 
     def __init__(self, store: Store | str | Path, modality: str = "s1s2",
@@ -97,7 +98,7 @@ class BigEarthNetDataModule(L.LightningDataModule):
                  pin_memory: bool | None = None, persistent_workers: bool | None = None,
                  align_corners: bool = False, drop_last: bool = False,
                  predict_split: str | None = "test", transform_on: str = "auto",
-                 reference_maps: bool = False) -> None:
+                 reference_maps: bool = False, train_fraction: float = 1.0, fraction_seed: int = 0) -> None:
         super().__init__()
         if isinstance(store, str | Path):
             from benmm.store import Store
@@ -117,6 +118,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
         self.countries = countries
         self.seasons = seasons
         self.reference_maps = bool(reference_maps)  # batches carry "reference_map" (see the Dataset)
+        self.train_fraction = float(train_fraction)
+        self.fraction_seed = int(fraction_seed)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.persistent_workers = (self.num_workers > 0 if persistent_workers is None
                                    else bool(persistent_workers) and self.num_workers > 0)
@@ -149,7 +152,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
             self.datasets[key] = BigEarthNetDataset(
                 self.store, modality=self.modality, bands=self.bands, split=split,
                 labels=self.num_classes, order=self.order, recommended=self.recommended,
-                countries=self.countries, seasons=self.seasons, reference_maps=self.reference_maps)
+                countries=self.countries, seasons=self.seasons, reference_maps=self.reference_maps,
+                fraction=self.train_fraction if key == "train" else 1.0, fraction_seed=self.fraction_seed)
         return self.datasets[key]
 
     def setup(self, stage: str | None = None) -> None:

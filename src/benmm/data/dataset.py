@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from benmm.archive import refmaps
 from benmm.archive.splits import normalize_split
-from benmm.archive.splits import seasons as official_seasons
 from benmm.bands import (
     BAND_DTYPE,
     BAND_RESOLUTION,
@@ -46,18 +44,14 @@ from benmm.bands import (
 from benmm.data.loading import shared_empty
 from benmm.data.maps import fill_map
 from benmm.data.place import DatasetError, place_mask
-from benmm.errors import LabelError, SplitError, StoreError
-from benmm.labels import ORDERS, label_names
-from benmm.labels import multi_hot as label_multi_hot
+from benmm.data.selection import COUNTRIES, _check_names, multi_hot, select, subsample
+from benmm.errors import StoreError
+from benmm.labels import label_names
 from benmm.store.blob import BlobError, parse_header
 
 if TYPE_CHECKING:
     from benmm.store import Store
 
-COUNTRIES: Final = ("Austria", "Belgium", "Finland", "Ireland", "Kosovo", "Lithuania", "Luxembourg",
-                    "Portugal", "Serbia", "Switzerland")
-SEASONS: Final = ("Spring", "Summer", "Fall", "Winter")
-_SEASON_ALIASES: Final = {"autumn": "Fall"}
 _MAX_LAYOUTS: Final = 256
 
 
@@ -72,73 +66,6 @@ def sample_layout(bands: Sequence[str]) -> dict[str, tuple[tuple[str, ...], int]
     if s1:
         out["s1"] = (s1, BAND_SIZE[s1[0]])
     return out
-
-
-def _check_names(given: Iterable[str] | str, valid: Sequence[str], what: str,
-                 aliases: dict[str, str] | None = None) -> list[str]:
-    lookup = {v.lower(): v for v in valid} | (aliases or {})
-    items = [given] if isinstance(given, str) else list(given)
-    out = []
-    for item in items:
-        try:
-            out.append(lookup[str(item).lower()])
-        except KeyError:
-            raise DatasetError(f"unknown {what} {item!r}; valid {what}s: {', '.join(valid)}") from None
-    return out
-
-
-def select(meta: pd.DataFrame, split: str | None, recommended: bool,
-           countries: Iterable[str] | str | None, seasons: Iterable[str] | str | None,
-           where: str) -> pd.DataFrame:
-    """Rows of the metadata table that a dataset keeps, in store order."""
-    keep = np.ones(len(meta), dtype=bool)
-    if split is not None:
-        if "split" not in meta:
-            raise SplitError(f"{where}: the store has no split column; use split=None")
-        column = meta["split"]
-        spelled = {v: normalize_split(str(v), strict=False) for v in column.dropna().unique()}
-        keep &= column.map(spelled).to_numpy() == split
-    if recommended:
-        for flag in ("contains_seasonal_snow", "contains_cloud_or_shadow"):
-            if flag in meta:
-                keep &= ~meta[flag].fillna(False).to_numpy(dtype=bool)
-        keep &= meta["labels"].map(len).to_numpy() > 0  # the 57 patches without a 19-class label
-    if countries is not None:
-        wanted = _check_names(countries, COUNTRIES, "country")
-        if "country" not in meta:
-            raise DatasetError(f"{where}: the store has no country column")
-        keep &= meta["country"].isin(wanted).to_numpy()
-    if seasons is not None:
-        wanted = _check_names(seasons, SEASONS, "season", _SEASON_ALIASES)
-        if "season" in meta and meta["season"].notna().any():
-            season = meta["season"]
-        elif "s2v1_name" in meta:
-            season = pd.Series(official_seasons(meta["s2v1_name"].tolist()), index=meta.index, dtype=object)
-        else:
-            raise DatasetError(f"{where}: the store has neither a season nor an s2v1_name column")
-        keep &= season.isin(wanted).to_numpy()
-    return meta.loc[keep].reset_index(drop=True)
-
-
-def multi_hot(meta: pd.DataFrame, n: int, order: str, where: str) -> np.ndarray:
-    """uint8 [rows, n] multi-hot labels of a metadata table (:func:`benmm.labels.multi_hot`): the
-    19-class labels (43-class names converted), or the v1 43-class ones from ``labels43``."""
-    if n not in (19, 43):
-        raise LabelError(f"label set {n!r} does not exist; valid label sets: 19, 43")
-    if order not in ORDERS:
-        raise LabelError(f"label order {order!r} does not exist; valid orders: {', '.join(ORDERS)}")
-    if n == 43:
-        if "labels43" not in meta or (len(meta) and meta["labels43"].isna().all()):
-            raise LabelError(f"{where}: this store has no 43-class labels (a reBEN store only has the "
-                             "19-class ones); use labels=19, or encode the v1 archive to get labels43")
-        missing = meta["labels43"].isna().to_numpy()
-        if missing.any():
-            first = meta["patch_id"].iloc[int(np.argmax(missing))]
-            raise LabelError(f"{where}: {int(missing.sum())} pairs have no 43-class labels "
-                             f"(first: {first}); use labels=19")
-    column = meta["labels"] if n == 19 else meta["labels43"]
-    return label_multi_hot(column, label_names(n, order), to19=n == 19, where=where,
-                           row_names=meta["patch_id"].tolist() if "patch_id" in meta else None)
 
 
 class BigEarthNetDataset(Dataset[dict[str, Any]]):
@@ -173,6 +100,9 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         ``(lon_min, lat_min, lon_max, lat_max)`` in degrees: keep the pairs whose footprint intersects it
         (stores with footprints: see :mod:`benmm.data.place`). A place (``countries``, ``bbox``) that
         matches no pair of the store is an error.
+    fraction, fraction_seed:
+        Keep a seeded random ``fraction`` (0 < f <= 1) of the pairs left after the filters (at least one),
+        in store order: :func:`subsample` (the low-data regime of pretraining comparisons).
     """
 
     def __init__(self, store: Store | str | Path, modality: str = "s1s2",
@@ -180,7 +110,8 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
                  order: str = "official", recommended: bool = True,
                  countries: Iterable[str] | str | None = None,
                  seasons: Iterable[str] | str | None = None,
-                 bbox: Sequence[float] | None = None, reference_maps: bool = False) -> None:
+                 bbox: Sequence[float] | None = None, reference_maps: bool = False, fraction: float = 1.0,
+                 fraction_seed: int = 0) -> None:
         if isinstance(store, str | Path):
             from benmm.store import Store
 
@@ -200,6 +131,7 @@ class BigEarthNetDataset(Dataset[dict[str, Any]]):
         keep = place_mask(store, meta, countries, bbox, where)
         meta = select(meta if keep is None else meta.loc[keep], self.split, recommended, countries, seasons,
                       where)
+        meta = subsample(meta, fraction, fraction_seed, where)
         self._labels = multi_hot(meta, self.num_classes, order, where)
         self.label_names = label_names(self.num_classes, order)
         self._names = meta["patch_id"].to_numpy(dtype=str).astype(np.bytes_)

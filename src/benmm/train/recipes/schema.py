@@ -81,6 +81,12 @@ def _stats(v: Any) -> str | None:
     return v
 
 
+def _fraction(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < v <= 1.0:
+        raise ValueError
+    return float(v)
+
+
 def _str(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError
@@ -104,6 +110,8 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         "recommended": Key("true (leave out the snow, cloud and no-label patches) or false", _bool),
         "countries": Key('"all" or a list of country names', _names),
         "seasons": Key('"all" or a list of seasons', _names),
+        "fraction": Key("a number in (0, 1]: the share of the training split used (seeded)", _fraction),
+        "fraction_seed": Key("an integer >= 0 (which random subset `fraction` keeps)", _int(0)),
     },
     "optim": {
         "optimizer": Key("adam, adamw or sgd", _choice("adam", "adamw", "sgd")),
