@@ -57,6 +57,10 @@ def embed(
         "per GPU/node on a shared output); the last one assembles.",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Embed only the first N patches (trials)."),
+    modality: str | None = typer.Option(
+        None, "--modality", help="s1, s2 or s1s2: the side to embed (a cross-modal model has all three); "
+        "default the model's own."
+    ),
 ) -> None:
     """Embed every patch of STORE with MODEL into OUT (embeddings.npy + items.parquet + embeddings.json)."""
     from benmm.retrieval.embed import embed_store
@@ -76,6 +80,7 @@ def embed(
             shard=_shard(shard),
             limit=limit,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            modality=modality,
         )
     dt = time.perf_counter() - t0
     if result is None:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from benmm import __version__
 from benmm.atomic import atomic_open, atomic_path, atomic_write
-from benmm.bands import ALL_BANDS, stats_v1
+from benmm.bands import ALL_BANDS, MODALITY_OF, check_modality, stats_v1
 from benmm.errors import BenmmError, RetrievalError
 
 FORMAT: Final = "benmm-embeddings"
@@ -182,9 +182,11 @@ class BandStatsEmbedder:
 
 
 class CheckpointEmbedder:
-    """``model.features`` of a ``benmm train`` checkpoint, after the checkpoint's own batch transform."""
+    """``model.embed(batch, modality)`` of a ``benmm train`` checkpoint, after the checkpoint's own batch
+    transform; ``modality`` (one of ``model.modalities``; None: the model's own) picks the side a
+    cross-modal model embeds, and the bands read to ``info["bands"]`` of that side."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", modality: str | None = None) -> None:
         import torch
 
         from benmm.data.transforms import BatchTransform
@@ -199,7 +201,10 @@ class CheckpointEmbedder:
             raise RetrievalError(f"{self.path}: cannot load the checkpoint ({exc})") from None
         self.device = torch.device(device)
         self.model.to(self.device).eval()
-        self.bands = tuple(self.info.get("bands") or ())
+        self.modality = self.model.check_modality(modality)
+        self.bands = _side_bands(tuple(self.info.get("bands") or ()), self.modality)
+        self.info = {**self.info, "modality": self.modality, "bands": list(self.bands),
+                     "code_bits": self.model.code_bits}
         self.name = str(self.info.get("name"))
         self.transform = BatchTransform(
             bands=self.bands,
@@ -217,7 +222,7 @@ class CheckpointEmbedder:
             for k, v in batch.items()
         }
         with torch.inference_mode():
-            out = self.model.features(self.transform(moved))
+            out = self.model.embed(self.transform(moved), self.modality)
         return out.float().cpu().numpy()
 
     def __call__(self, bands: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -230,15 +235,25 @@ def _zeros(bands: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {b: np.zeros((BAND_SIZE[b], BAND_SIZE[b]), np.float32) for b in bands}
 
 
-def make_embedder(model: str | Path, device: str = "cpu") -> BandStatsEmbedder | CheckpointEmbedder:
-    """``"band-stats"`` or a checkpoint path."""
+def _side_bands(bands: tuple[str, ...], modality: str) -> tuple[str, ...]:
+    """The bands of ``bands`` that belong to ``modality`` (all of them for s1s2)."""
+    return bands if modality == "s1s2" else tuple(b for b in bands if MODALITY_OF[b] == modality)
+
+
+def make_embedder(model: str | Path, device: str = "cpu", modality: str | None = None
+                  ) -> BandStatsEmbedder | CheckpointEmbedder:
+    """``"band-stats"`` (of ``modality``'s bands; default all) or a checkpoint path."""
     if str(model) == BAND_STATS:
-        return BandStatsEmbedder()
+        if modality is None:
+            return BandStatsEmbedder()
+        emb = BandStatsEmbedder(_side_bands(ALL_BANDS, check_modality(modality)))
+        emb.info["modality"] = modality
+        return emb
     if not Path(model).is_file():
         raise RetrievalError(
             f"checkpoint {model} not found (give a `benmm train` checkpoint or '{BAND_STATS}')"
         )
-    return CheckpointEmbedder(model, device=device)
+    return CheckpointEmbedder(model, device=device, modality=modality)
 
 
 # ---------------------------------------------------------------------------------------- a whole store
@@ -259,6 +274,7 @@ def embed_store(
     shard: tuple[int, int] = (0, 1),
     limit: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    modality: str | None = None,
 ) -> EmbeddingSet | None:
     """Embed the patches of ``store`` (one split, or all) into ``out``; resumes an interrupted run.
 
@@ -273,7 +289,7 @@ def embed_store(
     if not 0 <= idx_shard < n_shards:
         raise RetrievalError(f"shard must be i/n with 0 <= i < n, got {idx_shard}/{n_shards}")
     st = store if isinstance(store, Store) else Store.open(store)
-    emb = make_embedder(model, device=device)
+    emb = make_embedder(model, device=device, modality=modality)
     n_labels = int(emb.info.get("labels") or 19)
     order = str(emb.info.get("order") or "official")
     ds = BigEarthNetDataset(
@@ -305,6 +321,7 @@ def embed_store(
         "labels": n_labels,
         "order": order,
         "model": emb.info,
+        "modality": emb.info.get("modality"),
         "names_sha256": digest,
         "count": len(names),
         "chunk": chunk,
@@ -314,6 +331,7 @@ def embed_store(
         if old.get("complete"):
             raise RetrievalError(f"{root} already holds finished embeddings: choose another output")
         same = all(old.get(k) == info[k] for k in ("names_sha256", "checkpoint", "embedder", "chunk"))
+        same = same and old.get("modality", info["modality"]) == info["modality"]
         if not same:
             raise RetrievalError(
                 f"{root} holds an unfinished run of a different model, split or chunk size; "
