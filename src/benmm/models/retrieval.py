@@ -1,8 +1,11 @@
 """Retrieval models: a hash head on any registered model, and two encoders into one S1/S2 code space.
 
 * :class:`HashModel` — a registered backbone (any modality, any fusion) without its classifier, then a
-  linear hash head of ``bits`` outputs and ``tanh``: ``features(batch) = tanh(head(backbone(batch)))``,
-  the float code before the sign; the binary code is ``features(batch) > 0``.
+  hash head of ``bits`` outputs: linear, batch norm, ``tanh``; ``features(batch) = tanh(bn(linear(
+  backbone(batch))))`` is the float code before the sign, the binary code ``features(batch) > 0``. The
+  batch norm centres every bit over the batch from the first step (pooled ReLU features all point one
+  way, so without it a fresh head gives nearly every patch the same code and the losses start flat);
+  training therefore drops a last batch of one (the data module's ``drop_last``).
 * :class:`CrossModalModel` — an S1 :class:`HashModel` and an S2 :class:`HashModel` (any registered model
   each) of the same code length: ``embed(batch, "s1")`` / ``embed(batch, "s2")`` land in one space, so an
   S1 query ranks S2 patches; ``embed(batch, "s1s2")`` is the mean of the two.
@@ -40,13 +43,13 @@ class HashModel(BenModel):
         if hasattr(backbone, "head"):
             backbone.head = nn.Identity()  # the classifier is not trained here (and DDP wants no idle layer)
         self.backbone = backbone
-        self.hash = nn.Linear(backbone.feature_dim, bits)
+        self.hash = nn.Sequential(nn.Linear(backbone.feature_dim, bits), nn.BatchNorm1d(bits))
         self.code_bits = bits
         self.native_groups = backbone.native_groups
 
     @property
     def feature_dim(self) -> int:
-        return int(self.hash.out_features)
+        return int(self.code_bits or 0)
 
     def features(self, batch: dict[str, Any]) -> torch.Tensor:
         return torch.tanh(self.hash(self.backbone.features(batch)))
