@@ -149,3 +149,17 @@ def test_embed_one_side_of_a_cross_modal_checkpoint(runs: dict[str, Any], store:
     assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) <= 3
     meta = json.loads((tmp_path / "s1" / "embeddings.json").read_text())
     assert meta["modality"] == "s1"
+
+
+def test_export_keeps_the_head_and_evaluate_refuses_codes(runs: dict[str, Any], store: Path,
+                                                          tmp_path: Path) -> None:
+    from benmm.errors import BenmmError
+    from benmm.train.evaluate import evaluate
+    from benmm.train.export import export
+
+    run = runs["pairs"]
+    (path,) = export(run.out, "safetensors", tmp_path / "xm.safetensors")
+    model, info = load_checkpoint(path)
+    assert isinstance(model, CrossModalModel) and info["retrieval"]["supervision"] == "pairs"
+    with pytest.raises(BenmmError, match="cross-modal checkpoint makes codes, not class scores"):
+        evaluate(run.best, store, split="val", workers=0, progress=False, plots=False)
