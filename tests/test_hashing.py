@@ -38,7 +38,8 @@ def runs(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     root = tmp_path_factory.mktemp("retrieval-runs")
     return {name: train(store, root / name, recipe=recipe, overrides=[*TINY, *extra], workers=0,
                         progress=False, limit_train_batches=3)
-            for name, recipe, extra in (("hashing", "hashing", []), ("labels", "cross-modal", []),
+            for name, recipe, extra in (("hashing", "hashing", ["classification=0.5"]),
+                                        ("labels", "cross-modal", []),
                                         ("pairs", "cross-modal", ["supervision=pairs"]))}
 
 
@@ -68,12 +69,16 @@ def test_hashing_trains_and_monitors_validation_map(runs: dict[str, Any], store:
     run = runs["hashing"]
     assert run.best == run.out / "checkpoints" / "best.ckpt" and run.best.is_file()
     header = (run.out / "metrics.csv").read_text().splitlines()[0].split(",")
-    for col in ("val/map@100", "val/ndcg@100", "val/quantization", "val/balance", "train/loss_epoch"):
+    for col in ("val/map@100", "val/ndcg@100", "val/quantization", "val/balance", "val/classification",
+                "train/loss_epoch"):
         assert col in header
     assert 0.0 < run.val["map@100"] <= 1.0
     model, info = load_checkpoint(run.best)
     assert isinstance(model, HashModel) and model.code_bits == 16 and model.modalities == ("s1s2",)
     assert info["retrieval"] == {"kind": "hashing", "bits": 16, "supervision": "labels"}
+    # the training-only label classifier on the codes is in the training checkpoint, not in the model
+    raw = torch.load(run.best, map_location="cpu", weights_only=True)["state_dict"]
+    assert "classifier.weight" in raw and not any(k.startswith("classifier") for k in model.state_dict())
     batch = _batch()
     with torch.no_grad():
         codes = model.embed(batch, "s1s2")
@@ -91,8 +96,10 @@ def test_hashing_resumes_and_refuses_another_code_length(runs: dict[str, Any], s
     with pytest.raises(TrainError, match="retrieval head"):
         train(store, out, recipe="hashing", overrides=[*TINY, "model.bits=32"], resume=last, workers=0,
               progress=False)
-    again = train(store, out, recipe="hashing", overrides=[*TINY[:-3], "epochs=2"], resume=last, workers=0,
-                  progress=False, export=False, limit_train_batches=3)
+    with pytest.raises(TrainError, match="codes must be on in both or off in both"):
+        train(store, out, recipe="hashing", overrides=TINY, resume=last, workers=0, progress=False)
+    again = train(store, out, recipe="hashing", overrides=[*TINY[:-3], "epochs=2", "classification=0.5"],
+                  resume=last, workers=0, progress=False, export=False, limit_train_batches=3)
     assert again.epochs == 2
 
 

@@ -207,7 +207,7 @@ def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: 
                            accelerator=accelerator, progress=progress,
                            monitor=getattr(task, "monitor", MONITOR), **trainer_kwargs)
     if resume is not None:
-        _check_resume(resume, model, task.hparams["data"])
+        _check_resume(resume, model, task.hparams["data"], task.hparams.get("objective"))
     log = out / "metrics.csv"
     old_log = log.read_text(encoding="utf-8") if resume is not None and log.is_file() else None
     try:
@@ -263,7 +263,8 @@ def _comparable(key: str, value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _check_resume(path: str | Path, model: Any, data: dict[str, Any]) -> None:
+def _check_resume(path: str | Path, model: Any, data: dict[str, Any],
+                  objective: dict[str, Any] | None = None) -> None:
     from benmm.models.weights import read_file
 
     _, extra = read_file(path)
@@ -282,6 +283,12 @@ def _check_resume(path: str | Path, model: Any, data: dict[str, Any]) -> None:
     if saved_r != mine_r:
         raise TrainError(f"{path}: checkpoint of another model (retrieval head {saved_r}; this run: "
                          f"{mine_r}); resume with the same recipe, or train anew into another --out")
+    saved_o = (extra.get("hyper_parameters") or {}).get("objective") or {}
+    if objective is not None and (float(saved_o.get("classification", 0)) > 0) != (
+            float(objective.get("classification", 0)) > 0):
+        raise TrainError(f"{path}: trained with retrieval.classification={saved_o.get('classification', 0)} "
+                         f"(this run: {objective.get('classification', 0)}): the label classifier on the "
+                         "codes must be on in both or off in both to resume")
     moved = [k for k in RESUME_DATA_KEYS if _comparable(k, saved.get(k)) != _comparable(k, data.get(k))]
     if moved:
         def show(k: str, v: Any) -> str:

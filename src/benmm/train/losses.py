@@ -20,6 +20,11 @@
   head's outputs ``u = tanh(.)`` are pushed towards ``+-1`` (so that ``sign(u)`` loses little) and every
   bit towards a zero batch mean (each bit splits the archive in half, carrying the most information).
 
+The retrieval task can add (``retrieval.classification`` > 0, off by default; labels supervision only)
+the binary cross-entropy of a linear label classifier on the codes (a training-only layer), as Deep
+Supervised Discrete Hashing does (DSDH: Li, Sun, He, Tan, NeurIPS 2017, papers.nips.cc/paper/6842):
+codes that predict the labels keep the label semantics; a cross-modal model's sides share the classifier.
+
 Written out here rather than taken from a metric-learning library because none that benmm installs has
 the label-weighted multi-label form; each function is a few tensor lines, tested for its gradient's
 direction in ``tests/test_losses.py``.

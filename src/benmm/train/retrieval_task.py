@@ -7,7 +7,9 @@ with the de-duplication by pair name) with another step and another epoch metric
   ``cross-modal`` with ``supervision = "labels"``: over the S1 and the S2 codes of the batch together, so
   within and across modalities) or the symmetric InfoNCE of the S1/S2 partners (``supervision =
   "pairs"``: no labels), plus ``quantization`` x the quantisation term and ``balance`` x the bit-balance
-  term on every code;
+  term on every code, and (labels only; off by default) ``classification`` x the BCE of a linear label
+  classifier on the codes, shared by both sides of a cross-modal model (a training-only layer: not in
+  the checkpoint's model);
 * validation / test: every rank keeps its codes, labels and pair-name hashes; at epoch end they are
   gathered and de-duplicated, ``val_queries`` drawn queries (seeded) rank the whole split by Hamming
   distance, and mAP / NDCG / precision @K are logged per direction (``val/s1->s2/map@100``, ...).
@@ -23,6 +25,8 @@ from typing import Any, Final
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from benmm.models.registry import BenModel
 from benmm.train.losses import bit_balance_loss, info_nce, multilabel_contrastive, quantization_loss
@@ -31,7 +35,7 @@ from benmm.train.task import ClassificationTask, name_hash
 
 #: the [retrieval] settings a recipe may leave out
 DEFAULTS: Final = {"supervision": "labels", "temperature": 0.2, "quantization": 0.1, "balance": 0.1,
-                   "k": 100, "val_queries": 2000}
+                   "classification": 0.0, "k": 100, "val_queries": 2000}
 CROSS: Final = (("s1", "s2"), ("s2", "s1"))
 
 
@@ -51,6 +55,10 @@ class RetrievalTask(ClassificationTask):
         self.kind = str(self.description["kind"])
         self.sides = ("s1", "s2") if self.kind == "cross-modal" else (model.spec.modality,)
         self.monitor = monitor_key(int(self.objective["k"]))
+        labelled = not (self.kind == "cross-modal" and self.objective["supervision"] == "pairs")
+        self.weight_cls = float(self.objective["classification"]) if labelled else 0.0
+        self.classifier = (nn.Linear(int(model.code_bits or 0), int(model.spec.num_classes))
+                           if self.weight_cls > 0 else None)
         self.save_hyperparameters({"model_spec": model.spec.to_dict(), "optim": self.optim,
                                    "data": self.data_info, "threshold": self.threshold,
                                    "retrieval": self.description, "objective": self.objective})
@@ -71,6 +79,12 @@ class RetrievalTask(ClassificationTask):
         quant = torch.stack([quantization_loss(c) for c in codes]).mean()
         balance = torch.stack([bit_balance_loss(c) for c in codes]).mean()
         loss = similarity + float(o["quantization"]) * quant + float(o["balance"]) * balance
+        if self.classifier is not None:
+            cls = torch.stack([F.binary_cross_entropy_with_logits(self.classifier(c.float()), target)
+                               for c in codes]).mean()
+            loss = loss + self.weight_cls * cls
+            self.log(f"{stage}/classification", cls, on_step=False, on_epoch=True, batch_size=len(target),
+                     sync_dist=stage != "train")
         n = int(target.shape[0])
         train = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, batch_size=n,

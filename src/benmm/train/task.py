@@ -140,7 +140,7 @@ class ClassificationTask(L.LightningModule):
     # ---- optimiser ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         o = self.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]  # the model's, and any training head
         name = str(o["optimizer"]).lower()
         lr, wd = float(o["lr"]), float(o.get("weight_decay", 0.0))
         if name == "adam":

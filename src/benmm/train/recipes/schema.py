@@ -136,6 +136,8 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         "temperature": Key("a positive number", _num(0.0, strict=True)),
         "quantization": Key("a number >= 0 (weight of the quantisation term)", _num(0.0)),
         "balance": Key("a number >= 0 (weight of the bit-balance term)", _num(0.0)),
+        "classification": Key("a number >= 0 (weight of the codes' label classifier; labels supervision)",
+                              _num(0.0)),
         "k": Key("a positive integer (validation mAP@K, the checkpoint monitor)", _int(1)),
         "val_queries": Key("a positive integer (validation queries drawn for mAP@K)", _int(1)),
     },
