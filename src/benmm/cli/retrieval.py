@@ -41,7 +41,8 @@ def embed(
         ..., help="Output embeddings directory (resumed if it holds an unfinished run)."
     ),
     modality: str | None = typer.Option(
-        None, "--modality", help="The side to embed: s1, s2 or s1s2 (default: the model's own)."
+        None, "--modality", help="The side to embed: s1, s2 or s1s2 (a cross-modal model has all three; "
+        "default: the model's own)."
     ),
     split: str | None = typer.Option(
         None, "--split", help="train, val/validation or test; default every split."

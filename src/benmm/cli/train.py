@@ -107,9 +107,9 @@ def train_cmd(
                         f"({result.train_samples:,} training pairs)", title_justify="left")
     table.add_column("validation metric")
     table.add_column("value", justify="right")
-    for key in KEY_METRICS:
-        if key in result.val:
-            table.add_row(key, f"{result.val[key]:.4f}")
+    shown = [k for k in KEY_METRICS if k in result.val] or [k for k in result.val if k != "n_samples"]
+    for key in shown:  # a retrieval recipe logs mAP@K etc. per direction instead
+        table.add_row(key, f"{result.val[key]:.4f}")
     console.print(table)
     console.print(f"best checkpoint: {result.best}\nlast checkpoint: {result.last}\n"
                   f"weights + description: {result.export}\nlogs: {out / 'metrics.csv'}")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from benmm.bands import choose_bands, split_by_modality
-from benmm.errors import BenmmError
+from benmm.errors import BenmmError, RetrievalError
 
 
 class ModelError(BenmmError):
@@ -64,6 +64,8 @@ class BenModel(nn.Module):
 
     #: True for models that take the S2 20 m / 60 m groups at native size (the data module then keeps them)
     native_groups: bool = False
+    #: length of the binary codes the model learns (``codes = embed(...) > 0``); None: float embeddings
+    code_bits: int | None = None
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -79,6 +81,25 @@ class BenModel(nn.Module):
 
     def head_forward(self, feats: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities :meth:`embed` takes (a classifier: its own; a cross-modal model: s1, s2, s1s2)."""
+        return (self.spec.modality,)
+
+    def check_modality(self, modality: str | None) -> str:
+        """``modality`` (``None``: the model's own), or a one-line error naming the model's modalities."""
+        if modality is None:
+            return self.spec.modality
+        if modality not in self.modalities:
+            raise RetrievalError(f"model {self.spec.name!r} embeds {', '.join(self.modalities)} patches, "
+                                 f"not {modality!r}; choose one of those modalities")
+        return modality
+
+    def embed(self, batch: dict[str, Any], modality: str | None = None) -> torch.Tensor:
+        """The retrieval embedding [B, D] of ``batch`` as ``modality`` (a classifier: :meth:`features`)."""
+        self.check_modality(modality)
+        return self.features(batch)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.head_forward(self.features(batch))

@@ -49,7 +49,8 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not isinstance(raw, dict):
         raise ModelError(f"{p}: not a state dict or checkpoint")
     if "state_dict" in raw and isinstance(raw["state_dict"], dict):  # Lightning checkpoint
-        state = {k.removeprefix("model."): v for k, v in raw["state_dict"].items()}
+        # the model's weights (a task's own layers, e.g. a training-only classifier, stay behind)
+        state = {k[len("model."):]: v for k, v in raw["state_dict"].items() if k.startswith("model.")}
         return state, {"hyper_parameters": raw.get("hyper_parameters", {})}
     for key in ("model", "state_dict_ema"):  # common wrappers of timm training scripts
         if key in raw and isinstance(raw[key], dict):

@@ -73,6 +73,7 @@ def evaluate(checkpoint: str | Path, store: Any, split: str = "test", out: str |
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable report folder fails before the work
     model, info = load_checkpoint(checkpoint, band_order)
+    _classifier_only(checkpoint, info)
     dm = _datamodule(store, model, info, batch_size, workers, split=split_name)
     if len(dm.dataset(split_name)) == 0:
         what = f"the {split_name} split" if split_name else "the store"
@@ -160,6 +161,12 @@ def _archive_pairs(path: Path) -> tuple[Iterator[Any], int]:
     return iter([pair_of_patch_folder(path)]), 1
 
 
+def _classifier_only(checkpoint: str | Path, info: dict[str, Any]) -> None:
+    if info.get("retrieval"):
+        raise BenmmError(f"{checkpoint}: a {info['retrieval'].get('kind')} checkpoint makes codes, not class "
+                         "scores; use benmm embed, index and evaluate-retrieval with it")
+
+
 def predict(checkpoint: str | Path, path: str | Path, batch_size: int = 64, workers: int = 0,
             threshold: float | None = None, band_order: str | None = None) -> list[Prediction]:
     """Per-class probabilities for every pair under ``path`` (a store, an archive or a v1 patch folder)."""
@@ -167,6 +174,7 @@ def predict(checkpoint: str | Path, path: str | Path, batch_size: int = 64, work
     from benmm.data import BatchTransform, collate
 
     model, info = load_checkpoint(checkpoint, band_order)
+    _classifier_only(checkpoint, info)
     p = Path(path)
     names = list(info.get("class_names") or [])
     n, order = int(info.get("labels") or model.spec.num_classes), str(info.get("order") or "official")

@@ -55,7 +55,7 @@ def _hparams(path: Path) -> dict[str, Any]:
     if "benmm" in extra:
         meta = json.loads(extra["benmm"])
         return {"model_spec": meta["model"], "data": meta.get("data", {}),
-                "threshold": meta.get("threshold", 0.5)}
+                "threshold": meta.get("threshold", 0.5), "retrieval": meta.get("retrieval")}
     return dict(extra.get("hyper_parameters") or {})
 
 
@@ -76,8 +76,9 @@ def export(run: str | Path, fmt: str, out: str | Path) -> list[Path]:
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
+        extra = {"retrieval": hp["retrieval"]} if hp.get("retrieval") else {}  # a hashing/cross-modal head
         return [export_safetensors(model, target, {"data": hp.get("data", {}),
-                                                   "threshold": hp.get("threshold", 0.5)})]
+                                                   "threshold": hp.get("threshold", 0.5), **extra})]
     return _export_timm(model, target, source)
 
 

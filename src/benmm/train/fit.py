@@ -79,14 +79,44 @@ def quiet_lightning() -> None:
 
 
 def model_from_recipe(recipe: dict[str, Any], num_classes: int, weights: str | None = None) -> Any:
+    """The recipe's model: a classifier, or (``task`` hashing / cross-modal) a retrieval model."""
     m = dict(recipe["model"])
     bands = m.get("bands", "all")
     bands = None if bands in ("all", None, "", []) else bands
     options = {k: v for k, v in m.items() if k not in MODEL_OPTION_KEYS}
     if not options.get("drop_path_rate"):
         options.pop("drop_path_rate", None)
-    return create_model(str(m["name"]), modality=str(m.get("modality", "s1s2")), num_classes=num_classes,
-                        bands=bands, fusion=str(m.get("fusion", "early")), weights=weights, **options)
+    task = recipe.get("task", "classification")
+    if task == "cross-modal":
+        supervision = str((recipe.get("retrieval") or {}).get("supervision") or "labels")
+        return _cross_modal(m, bands, options, num_classes, weights, supervision)
+    model = create_model(str(m["name"]), modality=str(m.get("modality", "s1s2")), num_classes=num_classes,
+                         bands=bands, fusion=str(m.get("fusion", "early")), weights=weights, **options)
+    if task == "hashing":
+        from benmm.models.retrieval import HashModel
+
+        return HashModel(model, int(m["bits"]))
+    return model
+
+
+def _cross_modal(m: dict[str, Any], bands: Any, options: dict[str, Any], num_classes: int,
+                 weights: str | None, supervision: str) -> Any:
+    """Two encoders: ``model.s1_name`` / ``model.s2_name`` (default ``model.name``); options named
+    ``s1_<option>`` / ``s2_<option>`` go to that encoder only, the others to both."""
+    from benmm.bands import choose_bands, split_by_modality
+    from benmm.models.retrieval import CrossModalModel
+
+    if weights is not None:
+        raise TrainError("--weights: a cross-modal model has two encoders; start them from random weights "
+                         "(or train each as a classifier and fine-tune it in the hashing recipe)")
+    s2_bands, s1_bands = split_by_modality(choose_bands("s1s2", bands))
+    shared = {k: v for k, v in options.items() if not k.startswith(("s1_", "s2_"))}
+    encoders = {}
+    for side, side_bands in (("s1", s1_bands), ("s2", s2_bands)):
+        own = {k[3:]: v for k, v in options.items() if k.startswith(f"{side}_")}
+        encoders[side] = create_model(str(m.get(f"{side}_name") or m["name"]), modality=side,
+                                      num_classes=num_classes, bands=side_bands, **{**shared, **own})
+    return CrossModalModel(encoders["s1"], encoders["s2"], int(m["bits"]), supervision)
 
 
 def datamodule_for(store: Any, model: Any, recipe: dict[str, Any], workers: int, seed: int = 0) -> Any:
@@ -99,7 +129,9 @@ def datamodule_for(store: Any, model: Any, recipe: dict[str, Any], workers: int,
         order=str(d.get("order", "official")), stats=d.get("stats", "v1"), augment=bool(d.get("augment")),
         seed=seed, keep_native=bool(model.native_groups), recommended=bool(d.get("recommended", True)),
         countries=d.get("countries"), seasons=d.get("seasons"),
-        train_fraction=float(d.get("fraction", 1.0)), fraction_seed=int(d.get("fraction_seed", 0)))
+        train_fraction=float(d.get("fraction", 1.0)), fraction_seed=int(d.get("fraction_seed", 0)),
+        # the retrieval models' batch norm and contrastive losses need two patches in every training batch
+        drop_last=recipe.get("task", "classification") != "classification")
 
 
 def data_info(dm: Any, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -114,19 +146,20 @@ def data_info(dm: Any, recipe: dict[str, Any]) -> dict[str, Any]:
 
 def make_trainer(out: Path, recipe: dict[str, Any], devices: Any = "auto", num_nodes: int = 1,
                  strategy: str = "auto", accelerator: str = "auto", progress: bool = True,
-                 extra_callbacks: list[Callback] | None = None, **kwargs: Any) -> L.Trainer:
+                 extra_callbacks: list[Callback] | None = None, monitor: str = MONITOR,
+                 **kwargs: Any) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger
 
     t = recipe["trainer"]
     ckpt_dir = out / "checkpoints"
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True,
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max", save_last=True,
                         auto_insert_metric_name=False),
         InterruptCheckpoint(ckpt_dir),
         *(extra_callbacks or []),
     ]
     if int(t.get("patience", 0)) > 0:
-        callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=int(t["patience"])))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(t["patience"])))
     if progress:
         from lightning.pytorch.callbacks import RichProgressBar
 
@@ -186,13 +219,14 @@ def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: 
     if existing and resume is None:
         raise TrainError(f"{out} already holds checkpoints ({', '.join(p.name for p in existing)}): resume "
                          f"with --resume {existing[-1]}, or train into another --out folder")
-    task = ClassificationTask(model, optim=dict(rec["optim"]), data=data_info(dm, rec))
+    task = make_task(model, rec, data_info(dm, rec))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "recipe.json", json.dumps(rec, indent=2))
     trainer = make_trainer(out, rec, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                           accelerator=accelerator, progress=progress, **trainer_kwargs)
+                           accelerator=accelerator, progress=progress,
+                           monitor=getattr(task, "monitor", MONITOR), **trainer_kwargs)
     if resume is not None:
-        _check_resume(resume, model, task.hparams["data"])
+        _check_resume(resume, model, task.hparams["data"], task.hparams.get("objective"))
     log = out / "metrics.csv"
     old_log = log.read_text(encoding="utf-8") if resume is not None and log.is_file() else None
     try:
@@ -215,12 +249,23 @@ def train(store: Any, out: str | Path, recipe: str | Path = "reben", overrides: 
         from benmm.train.task import load_checkpoint
 
         best_model, info = load_checkpoint(best)
+        extra = {"retrieval": task.hparams["retrieval"]} if "retrieval" in task.hparams else {}
         exported = export_safetensors(best_model, out / "model.safetensors",
-                                      {"data": task.data_info, "threshold": task.threshold})
+                                      {"data": task.data_info, "threshold": task.threshold, **extra})
         del info
     return TrainResult(out=out, best=best, last=last, export=exported,
                        val=dict(task.epoch_metrics.get("val", {})), epochs=int(trainer.current_epoch),
                        seconds=time.perf_counter() - start, train_samples=len(dm.dataset("train")))
+
+
+def make_task(model: Any, recipe: dict[str, Any], data: dict[str, Any]) -> ClassificationTask:
+    """The LightningModule of the recipe's task (classification, or the retrieval task)."""
+    if recipe.get("task", "classification") == "classification":
+        return ClassificationTask(model, optim=dict(recipe["optim"]), data=data)
+    from benmm.train.retrieval_task import RetrievalTask
+
+    return RetrievalTask(model, optim=dict(recipe["optim"]), data=data,
+                         retrieval=dict(recipe.get("retrieval") or {}))
 
 
 #: the data settings a resumed run must share with its checkpoint (another class order or statistics would
@@ -237,7 +282,8 @@ def _comparable(key: str, value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _check_resume(path: str | Path, model: Any, data: dict[str, Any]) -> None:
+def _check_resume(path: str | Path, model: Any, data: dict[str, Any],
+                  objective: dict[str, Any] | None = None) -> None:
     from benmm.models.weights import read_file
 
     _, extra = read_file(path)
@@ -251,6 +297,17 @@ def _check_resume(path: str | Path, model: Any, data: dict[str, Any]) -> None:
         theirs = ", ".join(f"{k}={spec.get(k)}" for k in diff)
         ours = ", ".join(f"{k}={mine.get(k)}" for k in diff)
         raise TrainError(f"{path}: checkpoint of another model ({theirs}; this run: {ours})")
+    saved_r = (extra.get("hyper_parameters") or {}).get("retrieval")
+    mine_r = model.description() if hasattr(model, "description") else None
+    if saved_r != mine_r:
+        raise TrainError(f"{path}: checkpoint of another model (retrieval head {saved_r}; this run: "
+                         f"{mine_r}); resume with the same recipe, or train anew into another --out")
+    saved_o = (extra.get("hyper_parameters") or {}).get("objective") or {}
+    if objective is not None and (float(saved_o.get("classification", 0)) > 0) != (
+            float(objective.get("classification", 0)) > 0):
+        raise TrainError(f"{path}: trained with retrieval.classification={saved_o.get('classification', 0)} "
+                         f"(this run: {objective.get('classification', 0)}): the label classifier on the "
+                         "codes must be on in both or off in both to resume")
     moved = [k for k in RESUME_DATA_KEYS if _comparable(k, saved.get(k)) != _comparable(k, data.get(k))]
     if moved:
         def show(k: str, v: Any) -> str:

@@ -140,7 +140,7 @@ class ClassificationTask(L.LightningModule):
     # ---- optimiser ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         o = self.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]  # the model's, and any training head
         name = str(o["optimizer"]).lower()
         lr, wd = float(o["lr"]), float(o.get("weight_decay", 0.0))
         if name == "adam":
@@ -181,8 +181,9 @@ def checkpoint_info(hparams: dict[str, Any]) -> dict[str, Any]:
             "options": spec.get("options", {}), "labels": data.get("labels", spec.get("num_classes")),
             "order": data.get("order", "official"), "resample": data.get("resample"),
             "stats": data.get("stats"), "class_names": data.get("class_names"),
-            "threshold": hparams.get("threshold", 0.5), **{k: v for k, v in data.items()
-                                                            if k not in ("labels", "order")}}
+            "threshold": hparams.get("threshold", 0.5),
+            **({"retrieval": hparams["retrieval"]} if hparams.get("retrieval") else {}),
+            **{k: v for k, v in data.items() if k not in ("labels", "order")}}
 
 
 def load_checkpoint(path: str | Path, band_order: str | None = None) -> tuple[BenModel, dict[str, Any]]:
@@ -197,13 +198,19 @@ def load_checkpoint(path: str | Path, band_order: str | None = None) -> tuple[Be
     if "benmm" in extra:  # safetensors export
         meta = json.loads(extra["benmm"])
         hparams = {"model_spec": meta["model"], "data": meta.get("data", {}),
-                   "threshold": meta.get("threshold", 0.5)}
+                   "threshold": meta.get("threshold", 0.5), "retrieval": meta.get("retrieval")}
     else:
         hparams = dict(extra.get("hyper_parameters") or {})
     if "model_spec" not in hparams:
         raise ModelError(f"{path}: not a benmm checkpoint (no model description inside); "
                          "timm or other weights go to create_model(..., weights=PATH)")
-    model = build(ModelSpec.from_dict(hparams["model_spec"]))
+    spec = ModelSpec.from_dict(hparams["model_spec"])
+    if hparams.get("retrieval"):  # a hashing or cross-modal model: its head is described beside the spec
+        from benmm.models.retrieval import build_retrieval_model
+
+        model = build_retrieval_model(spec, hparams["retrieval"])
+    else:
+        model = build(spec)
     load_state(model, state, str(path))
     model.eval()
     return model, checkpoint_info(hparams)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from benmm.train.recipes.schema import MODEL_KEYS, SCHEMA, RecipeError, validate
+from benmm.train.recipes.schema import MODEL_KEYS, OPTIONAL_SECTIONS, SCHEMA, RecipeError, validate
 
 SECTIONS: Final = ("model", "data", "optim", "trainer")
 _HERE = Path(__file__).parent
@@ -57,7 +57,7 @@ def apply_overrides(recipe: dict[str, Any], overrides: Iterable[str] | Mapping[s
         if isinstance(value, str) and not isinstance(overrides, Mapping):
             value = _parse_value(value)
         section, field = _locate(out, key)
-        out[section][field] = value
+        out.setdefault(section, {})[field] = value
     return out
 
 
@@ -69,7 +69,7 @@ def _split(item: str) -> tuple[str, str]:
 
 
 def _locate(recipe: dict[str, Any], key: str) -> tuple[str, str]:
-    known = {f"{s}.{k}" for s in SECTIONS for k in recipe.get(s, {})} | {
+    known = {f"{s}.{k}" for s in (*SECTIONS, *OPTIONAL_SECTIONS) for k in recipe.get(s, {})} | {
         f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys}
     if "." in key:
         section, field = key.split(".", 1)
@@ -88,13 +88,16 @@ def _locate(recipe: dict[str, Any], key: str) -> tuple[str, str]:
 
 def load_recipe(name_or_path: str | Path = "reben",
                 overrides: Iterable[str] | Mapping[str, Any] = ()) -> dict[str, Any]:
-    """The recipe as nested dicts ``{"name", "description", "model", "data", "optim", "trainer"}``."""
+    """The recipe as nested dicts ``{"name", "description", "task", "model", "data", "optim", "trainer"}``
+    (plus ``"retrieval"`` for the retrieval recipes; ``task`` is classification, hashing or cross-modal)."""
     data, stem = _read(name_or_path)
     missing = [s for s in SECTIONS if not isinstance(data.get(s), dict)]
     if missing:
         raise RecipeError(f"recipe {stem!r} lacks the section(s) {', '.join(missing)}")
     recipe = {"name": stem, "description": str(data.get("description", "")),
-              **{s: dict(data[s]) for s in SECTIONS}}
+              "task": data.get("task", "classification"),
+              **{s: dict(data[s]) for s in SECTIONS},
+              **{s: dict(data[s]) for s in OPTIONAL_SECTIONS if isinstance(data.get(s), dict)}}
     out = apply_overrides(recipe, overrides)
     out["notes"] = _keep_options_of_their_model(recipe, out, overrides)
     return validate(out)

@@ -87,6 +87,12 @@ def _fraction(v: Any) -> float:
     return float(v)
 
 
+def _bits(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 8 or v % 8 or v > 4096:
+        raise ValueError
+    return v
+
+
 def _str(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError
@@ -99,6 +105,11 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         "modality": Key("s1, s2 or s1s2", _choice("s1", "s2", "s1s2")),
         "fusion": Key("early or late", _choice("early", "late")),
         "bands": Key('"all", a band group or a list of bands', lambda v: v),  # checked by the model
+        # the retrieval recipes (hashing, cross-modal); model keys s1_<option> / s2_<option> set an option
+        # of one cross-modal encoder only
+        "bits": Key("the hash code length, a multiple of 8 (16, 32, 64 or 128)", _bits),
+        "s1_name": Key("the S1 encoder's model name (cross-modal; default: model.name)", _str),
+        "s2_name": Key("the S2 encoder's model name (cross-modal; default: model.name)", _str),
     },
     "data": {
         "resample": Key("nearest, bilinear or bicubic", _choice("nearest", "bilinear", "bicubic")),
@@ -128,15 +139,36 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         "log_every_n_steps": Key("a positive integer", _int(1)),
         "gradient_clip_val": Key("a number >= 0 (0: no clipping)", _num(0.0)),
     },
+    # the objective of the retrieval recipes (benmm.train.losses), and their validation mAP@K
+    "retrieval": {
+        "supervision": Key("labels (multi-label similarity) or pairs (the S1/S2 partner is the positive)",
+                           _choice("labels", "pairs")),
+        "temperature": Key("a positive number", _num(0.0, strict=True)),
+        "quantization": Key("a number >= 0 (weight of the quantisation term)", _num(0.0)),
+        "balance": Key("a number >= 0 (weight of the bit-balance term)", _num(0.0)),
+        "classification": Key("a number >= 0 (weight of the codes' label classifier; labels supervision)",
+                              _num(0.0)),
+        "k": Key("a positive integer (validation mAP@K, the checkpoint monitor)", _int(1)),
+        "val_queries": Key("a positive integer (validation queries drawn for mAP@K)", _int(1)),
+    },
 }
+#: what a recipe trains
+TASKS: Final = ("classification", "hashing", "cross-modal")
+#: sections a classification recipe may leave out
+OPTIONAL_SECTIONS: Final = ("retrieval",)
+#: model keys that only the retrieval recipes read
+RETRIEVAL_MODEL_KEYS: Final = ("bits", "s1_name", "s2_name")
 #: model keys that are not options of the model
 MODEL_KEYS: Final = tuple(SCHEMA["model"])
 
 
 def validate(recipe: dict[str, Any]) -> dict[str, Any]:
     """Check every key of every section (model options excepted); returns the recipe, values cleaned."""
+    task = recipe.get("task", "classification")
+    if task not in TASKS:
+        raise RecipeError(f"recipe task {task!r}: expected one of {', '.join(TASKS)}")
     for section, keys in SCHEMA.items():
-        for key, value in list(recipe[section].items()):
+        for key, value in list(recipe.get(section, {}).items()):
             spec = keys.get(key)
             if spec is None:
                 if section == "model":
@@ -151,4 +183,27 @@ def validate(recipe: dict[str, Any]) -> dict[str, Any]:
             except (ValueError, TypeError):
                 raise RecipeError(f"recipe setting {section}.{key} = {value!r}: expected {spec.what}"
                                   ) from None
+    _check_task(recipe, task)
     return recipe
+
+
+def _check_task(recipe: dict[str, Any], task: str) -> None:
+    """Settings of one task given to another would be ignored: refuse them, naming the recipes that read
+    them."""
+    model, retrieval = recipe["model"], recipe.get("retrieval", {})
+    if task == "classification":
+        extra = [f"model.{k}" for k in RETRIEVAL_MODEL_KEYS if k in model]
+        extra += [f"retrieval.{k}" for k in retrieval]
+        if extra:
+            raise RecipeError(f"recipe settings {', '.join(extra)} belong to the hashing and cross-modal "
+                              "recipes; this recipe trains a classifier (--recipe hashing or cross-modal)")
+        return
+    if "bits" not in model:
+        raise RecipeError(f"the {task} recipe needs model.bits (the code length, e.g. --set model.bits=64)")
+    if task == "hashing":
+        extra = [f"model.{k}" for k in ("s1_name", "s2_name") if k in model]
+        if retrieval.get("supervision", "labels") != "labels":
+            extra.append("retrieval.supervision=pairs")
+        if extra:
+            raise RecipeError(f"recipe settings {', '.join(extra)} need two modalities: use the cross-modal "
+                              "recipe (the hashing recipe learns codes of one modality from labels)")
