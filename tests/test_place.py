@@ -77,3 +77,15 @@ def test_info_prints_the_extent_per_country(v1_sample_store: Store, reben_sample
     res = runner.invoke(app, ["info", str(reben_sample_root), "--check", "0"])
     assert res.exit_code == 0, res.output
     assert "extent: unknown (no footprints" in res.output
+
+
+def test_bbox_reaches_the_datamodule_and_the_recipe(v1_sample_store: Store) -> None:
+    from benmm.data import BigEarthNetDataModule
+    from benmm.train.recipes.schema import RecipeError, validate
+
+    dm = BigEarthNetDataModule(v1_sample_store, bbox=IRELAND, recommended=False)
+    assert sorted(dm.dataset(None).names) == sorted(_ds(v1_sample_store, bbox=IRELAND).names)
+    recipe = validate({"model": {}, "data": {"bbox": list(IRELAND)}})
+    assert recipe["data"]["bbox"] == list(IRELAND)
+    with pytest.raises(RecipeError, match=r"data\.bbox"):
+        validate({"model": {}, "data": {"bbox": [1, 2, 3]}})

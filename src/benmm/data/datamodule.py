@@ -25,7 +25,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,8 +81,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
     """Train/val/test/predict loaders over one store (see the module docstring for the details).
 
     The dataset options (``modality``, ``bands``, ``labels``, ``order``, ``recommended``, ``countries``,
-    ``seasons``, ``reference_maps``) are those of :class:`~benmm.data.BigEarthNetDataset`; the transform
-    options (``resample``, ``stats``, ``augment``, ``keep_native``, ``align_corners``) those of
+    ``seasons``, ``bbox``, ``reference_maps``) are those of :class:`~benmm.data.BigEarthNetDataset`; the
+    transform options (``resample``, ``stats``, ``augment``, ``keep_native``, ``align_corners``) those of
     :class:`~benmm.data.BatchTransform`. ``train_fraction`` keeps a seeded random fraction of the
     training split (``fraction_seed``; validation and test stay whole). ``predict_split`` picks the
     pairs ``predict_dataloader`` serves (``None``: every pair of the store, recommended filter applied).
@@ -98,7 +98,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
                  pin_memory: bool | None = None, persistent_workers: bool | None = None,
                  align_corners: bool = False, drop_last: bool = False,
                  predict_split: str | None = "test", transform_on: str = "auto",
-                 reference_maps: bool = False, train_fraction: float = 1.0, fraction_seed: int = 0) -> None:
+                 reference_maps: bool = False, bbox: Sequence[float] | None = None,
+                 train_fraction: float = 1.0, fraction_seed: int = 0) -> None:
         super().__init__()
         if isinstance(store, str | Path):
             from benmm.store import Store
@@ -117,6 +118,7 @@ class BigEarthNetDataModule(L.LightningDataModule):
         self.recommended = recommended
         self.countries = countries
         self.seasons = seasons
+        self.bbox = None if bbox is None else tuple(float(v) for v in bbox)
         self.reference_maps = bool(reference_maps)  # batches carry "reference_map" (see the Dataset)
         self.train_fraction = float(train_fraction)
         self.fraction_seed = int(fraction_seed)
@@ -152,7 +154,8 @@ class BigEarthNetDataModule(L.LightningDataModule):
             self.datasets[key] = BigEarthNetDataset(
                 self.store, modality=self.modality, bands=self.bands, split=split,
                 labels=self.num_classes, order=self.order, recommended=self.recommended,
-                countries=self.countries, seasons=self.seasons, reference_maps=self.reference_maps,
+                countries=self.countries, seasons=self.seasons, bbox=self.bbox,
+                reference_maps=self.reference_maps,
                 fraction=self.train_fraction if key == "train" else 1.0, fraction_seed=self.fraction_seed)
         return self.datasets[key]
 

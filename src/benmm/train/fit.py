@@ -128,7 +128,7 @@ def datamodule_for(store: Any, model: Any, recipe: dict[str, Any], workers: int,
         num_workers=workers, resample=str(d.get("resample", "bilinear")), labels=int(d.get("labels", 19)),
         order=str(d.get("order", "official")), stats=d.get("stats", "v1"), augment=bool(d.get("augment")),
         seed=seed, keep_native=bool(model.native_groups), recommended=bool(d.get("recommended", True)),
-        countries=d.get("countries"), seasons=d.get("seasons"),
+        countries=d.get("countries"), seasons=d.get("seasons"), bbox=d.get("bbox"),
         train_fraction=float(d.get("fraction", 1.0)), fraction_seed=int(d.get("fraction_seed", 0)),
         # the retrieval models' batch norm and contrastive losses need two patches in every training batch
         drop_last=recipe.get("task", "classification") != "classification")

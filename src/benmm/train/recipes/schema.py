@@ -87,6 +87,17 @@ def _fraction(v: Any) -> float:
     return float(v)
 
 
+def _bbox(v: Any) -> list[float] | None:
+    if v is None or v == "all" or v == []:
+        return None
+    from benmm.data.place import check_bbox
+
+    try:
+        return list(check_bbox(v))
+    except BenmmError:
+        raise ValueError from None
+
+
 def _bits(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 8 or v % 8 or v > 4096:
         raise ValueError
@@ -121,6 +132,8 @@ SCHEMA: Final[dict[str, dict[str, Key]]] = {
         "recommended": Key("true (leave out the snow, cloud and no-label patches) or false", _bool),
         "countries": Key('"all" or a list of country names', _names),
         "seasons": Key('"all" or a list of seasons', _names),
+        "bbox": Key('"all" or [lon_min, lat_min, lon_max, lat_max] in degrees (pairs whose footprint meets '
+                    'it)', _bbox),
         "fraction": Key("a number in (0, 1]: the share of the training split used (seeded)", _fraction),
         "fraction_seed": Key("an integer >= 0 (which random subset `fraction` keeps)", _int(0)),
     },
