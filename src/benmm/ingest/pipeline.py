@@ -37,7 +37,8 @@ from benmm.atomic import fsync_dir
 from benmm.bands import BAND_DTYPE, BAND_RESOLUTION, BAND_SIZE, S1_BANDS, S2_BANDS
 from benmm.errors import EncodeError
 from benmm.ingest.sources import Source, normalize_splits, open_source
-from benmm.ingest.tar_source import StreamSource, open_tar_source
+from benmm.ingest.tar_open import open_tar_source
+from benmm.ingest.tar_source import StreamSource
 from benmm.ingest.worker import Job, Task, close_worker_writer, init_here, init_worker, work
 from benmm.store.layout import ENCODE_STATE, FORMAT, FORMAT_VERSION, MANIFEST, REPORT
 from benmm.store.reader import Store
@@ -314,8 +315,9 @@ def _encode(source: Source, tasks: list[Task], params: dict[str, Any], dst: Path
                          time.perf_counter() - start, nbytes, workers)
 
 
-def _encode_stream(source: StreamSource, params: dict[str, Any], dst: Path, skip_invalid: bool, progress: bool,
-                   commit_pairs: int, start: float, on_event: Callable[[str], None] | None) -> EncodeSummary:
+def _encode_stream(source: StreamSource, params: dict[str, Any], dst: Path, skip_invalid: bool,
+                   progress: bool, commit_pairs: int, start: float,
+                   on_event: Callable[[str], None] | None) -> EncodeSummary:
     """The tarballs' encode: streamed in this process (no worker pool), sealed like any other."""
     written = nbytes = 0
     bar = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 from benmm.archive.refmaps import map_key
@@ -37,20 +38,22 @@ class RebenTarSource(StreamSource):
     """reBEN's tarballs and its metadata parquet file(s)."""
 
     kind = "reben-tar"
-    footprints = {"from": "each S2 B02 GeoTIFF's georeference, to WGS84 with pyproj",
-                  "why_none": "its GeoTIFFs carry no georeference (no GeoTIFF tags)"}
+    footprints = MappingProxyType({"from": "each S2 B02 GeoTIFF's georeference, to WGS84 with pyproj",
+                                   "why_none": "its GeoTIFFs carry no georeference (no GeoTIFF tags)"})
 
-    def __init__(self, paths: Sequence[Path], splits: tuple[str, ...] | None, metadata: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], splits: tuple[str, ...] | None,
+                 metadata: Sequence[Path]) -> None:
         found: dict[str, tuple[Path, PatchKind, str]] = {}
         for path in paths:
             kind, top = identify(path)
             if kind.role in found:
-                raise EncodeError(f"{path} and {found[kind.role][0]} both hold {top}/; give each reBEN tarball "
-                                  f"once ({', '.join(f'{t}/' for t in _TOP.values())})")
+                raise EncodeError(f"{path} and {found[kind.role][0]} both hold {top}/; give each reBEN "
+                                  f"tarball once ({', '.join(f'{t}/' for t in _TOP.values())})")
             found[kind.role] = (path, kind, top)
         for role in ("s2", "s1"):
             if role not in found:
-                raise EncodeError(f"the {_TOP[role]} tarball is missing (given: {', '.join(map(str, paths))}); "
+                given = ", ".join(map(str, paths))
+                raise EncodeError(f"the {_TOP[role]} tarball is missing (given: {given}); "
                                   f"reBEN is encoded from {_TOP['s2']}.tar.zst and {_TOP['s1']}.tar.zst "
                                   f"(and {REFERENCE_MAPS_DIR}.tar.zst)")
         if not metadata:
@@ -124,8 +127,9 @@ class RebenTarSource(StreamSource):
             raise EncodeError(f"{where}: {pid}: unknown split {rec['split']!r}") from None
         check_labels(labels, None, f"{where}: pair {pid}")
         info = v1_info(str(rec["s2v1_name"]))
-        return {"patch_id": pid, "labels": labels, "split": column_split(split), "country": str(rec["country"]),
-                "s1_name": str(rec["s1_name"]), "s2v1_name": str(rec["s2v1_name"]),
+        return {"patch_id": pid, "labels": labels, "split": column_split(split),
+                "country": str(rec["country"]), "s1_name": str(rec["s1_name"]),
+                "s2v1_name": str(rec["s2v1_name"]),
                 "contains_seasonal_snow": bool(rec["contains_seasonal_snow"]),
                 "contains_cloud_or_shadow": bool(rec["contains_cloud_or_shadow"]),
                 "labels43": None, "season": info.season if info is not None else None}
@@ -171,7 +175,8 @@ class RebenTarSource(StreamSource):
             raise EncodeError(f"invalid pair {name}: {reason}. Fix or remove it, or rerun with "
                               "--skip-invalid to skip invalid pairs (each is listed)")
         if not rows:
-            raise EncodeError(f"{self.label} hold no valid pair of {self.metadata_files[0]}; nothing to encode")
+            raise EncodeError(f"{self.label} hold no valid pair of {self.metadata_files[0]}; "
+                              "nothing to encode")
         for i in range(0, len(rows), _ROW_BATCH):
             last = i + _ROW_BATCH >= len(rows)
             writer.commit_rows(rows[i:i + _ROW_BATCH], bad if last else (), drop if last else ())

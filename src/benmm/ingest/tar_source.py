@@ -14,7 +14,6 @@ writing), and skips a tarball that was read to its end (same size and modificati
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -291,25 +290,3 @@ class TarSource(StreamSource):
             last = i + _ROW_BATCH >= len(rows)
             writer.commit_rows(rows[i:i + _ROW_BATCH], bad if last else (), drop if last else ())
         return pairs
-
-
-def open_tar_source(paths: Sequence[str | os.PathLike[str]], splits: tuple[str, ...] | None,
-                    metadata: Sequence[str | os.PathLike[str]] = ()) -> StreamSource:
-    """The v1 tarballs (:class:`TarSource`) or reBEN's (``metadata``: its parquet files; see
-    :class:`benmm.ingest.tar_reben.RebenTarSource`), told apart by their top folders; never mixed."""
-    tars = [Path(p).expanduser() for p in paths]
-    kinds = {path: identify(path)[0] for path in tars}
-    releases = {k.release for k in kinds.values()}
-    if len(releases) > 1:
-        v1 = next(p for p, k in kinds.items() if k.release == "v1")
-        v2 = next(p for p, k in kinds.items() if k.release == "reben")
-        raise EncodeError(f"{v1} is a BigEarthNet v1.0 tarball and {v2} a reBEN (v2.0) one; give the "
-                          "tarballs of one release")
-    if "reben" in releases:
-        from benmm.ingest.tar_reben import RebenTarSource
-
-        return RebenTarSource(tars, splits, [Path(m).expanduser() for m in metadata])
-    if metadata:
-        raise EncodeError(f"--metadata {metadata[0]}: the v1 tarballs ({tars[0]}) need no metadata file "
-                          "(their JSONs hold the labels); give it with reBEN's tarballs only")
-    return TarSource(tars, splits)
