@@ -240,3 +240,22 @@ def test_cli_encode_reben_tarballs(tars: dict[str, Path], folder_store: Store, t
     assert str(folder_store.content_hash) in "".join(result.output.split())
     result = runner.invoke(app, ["encode", str(tars["s2"]), str(tars["s1"]), str(tmp_path / "d.store")])
     assert result.exit_code == 2 and "Traceback" not in result.output and "--metadata" in result.output
+
+
+def test_split_keeps_the_folder_encodes_pairs(synthetic: Synthetic, release: Path, tars: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    want = synthetic.encoded(release, split="train")
+    s = _encode([tars["s2"], tars["s1"], tars["map"]], tmp_path / "tr.store", [tars["meta"]], split="train")
+    assert 0 < s.pairs < PAIRS and s.store.content_hash == want.content_hash  # type: ignore[attr-defined]
+
+
+def test_cli_synth_packs_the_release(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", str(tmp_path / "r"), "-n", "2", "-w", "1", "--layout",
+                                 "reben-release", "--pack", "tar.zst"])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path / "r")) == ["BigEarthNet-S1.tar.zst", "BigEarthNet-S2.tar.zst",
+                                                  "Reference_Maps.tar.zst", METADATA, EXCLUDED_METADATA]
+    args = ["synth", str(tmp_path / "x"), "-n", "2", "--layout", "reben", "--pack", "tar"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "(not --layout reben)" in " ".join(result.output.split())
