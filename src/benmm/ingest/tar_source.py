@@ -1,11 +1,12 @@
 """Encode straight from the published tarballs: each read once, in stream order, nothing extracted.
 
 S1 and S2 patches are independent values in a store, so each tarball's patches are validated and
-committed as they stream by (:meth:`TarSource.stream`, one LMDB transaction per ``commit_pairs``
-patches, with each patch's state: its metadata JSON, or why it is invalid). Once both tarballs are read,
-the pairs are formed from the S1 JSONs' ``corresponding_s2_patch``, labels and partners are checked, and
-the metadata rows are written; the pipeline (:mod:`benmm.ingest.pipeline`) then seals the store as for
-folders, to the same content hash.
+committed as they stream by (:meth:`StreamSource.stream`, one LMDB transaction per ``commit_pairs``
+patches, with each patch's state: its metadata JSON, or why it is invalid). Once both v1 tarballs are
+read (:class:`TarSource`), the pairs are formed from the S1 JSONs' ``corresponding_s2_patch``, labels and
+partners are checked, and the metadata rows are written; the pipeline (:mod:`benmm.ingest.pipeline`)
+then seals the store as for folders, to the same content hash. reBEN's tarballs share the streaming and
+pair from ``metadata.parquet`` instead (:mod:`benmm.ingest.tar_reben`).
 
 Resumable: a rerun reads the tarballs again but skips the members of committed patches (no parsing, no
 writing), and skips a tarball that was read to its end (same size and modification time) altogether.
