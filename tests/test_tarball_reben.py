@@ -150,6 +150,15 @@ def test_metadata_patch_missing_from_the_tarball_as_for_folders(release: Path, t
     assert s.store.content_hash == want.store.content_hash  # type: ignore[attr-defined]
 
 
+def test_missing_reference_map_makes_the_pair_invalid(release: Path, tars: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    pid = sorted(pd.read_parquet(release / METADATA)["patch_id"])[0]
+    maps = _repack(tars["map"], tmp_path / "maps.tar", drop=f"/{pid}/")
+    with pytest.raises(EncodeError, match=rf"invalid pair {pid}: .*maps\.tar: holds no "
+                       rf"Reference_Maps/\w+/{pid}/ \(named by"):
+        _encode([tars["s2"], tars["s1"], maps], tmp_path / "m.store", [tars["meta"]])
+
+
 def test_patches_the_metadata_does_not_name_are_passed_over(release: Path, tars: dict[str, Path],
                                                             tmp_path: Path) -> None:
     meta = pd.read_parquet(release / METADATA)
