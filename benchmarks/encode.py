@@ -1,7 +1,7 @@
 """Encoding speed: `benmm encode` (1 worker, one per core, the default) vs a straightforward baseline.
 
     python benchmarks/encode.py [--pairs 20000] [--workers N] [--cache DIR] [--configilm]
-    python benchmarks/encode.py --from-tar [--pairs 2000]
+    python benchmarks/encode.py --from-tar [--pairs 2000] [--release v1|reben|both]
 
 The synthetic v1 archive (``benmm.synth.archive``, real on-disk format) is generated once into the cache
 folder (default ``$BENMM_CACHE_DIR/bench`` or ``~/.cache/benmm/bench``) and reused. Its files are read
@@ -17,9 +17,11 @@ is skipped with the reason when that is not possible (e.g. no network).
 
 ``--from-tar`` packs the synthetic archive as the published tarballs (``.tar.gz`` and ``.tar.zst``,
 ``benmm.synth.pack``) and compares, in one run: ``benmm encode`` of the extracted folders (the reference),
-``tar -x`` then ``benmm encode`` of the folders, and ``benmm encode`` of the two tarballs. Columns: wall
-time, CPU time (every process), the peak disk used besides the store (the extracted files), pairs/s and
-the ratio to the folder encode. The tarballs are read before each run (warm page cache).
+``tar -x`` then ``benmm encode`` of the folders, and ``benmm encode`` of the two tarballs. With
+``--release reben`` (or ``both``, the default) the same for a synthetic reBEN release
+(``--layout reben-release``) packed as its three ``.tar.zst`` tarballs, encoded with ``--metadata``.
+Columns: wall time, CPU time (every process), the peak disk used besides the store (the extracted
+files), pairs/s and the ratio to the folder encode. The tarballs are read before each run (warm page cache).
 """
 
 from __future__ import annotations
@@ -45,13 +47,13 @@ def _cache(arg: str | None) -> Path:
     return (Path(base) if base and base != "off" else Path.home() / ".cache" / "benmm") / "bench"
 
 
-def _archive(cache: Path, pairs: int, seed: int, workers: int) -> Path:
+def _archive(cache: Path, pairs: int, seed: int, workers: int, layout: str = "v1") -> Path:
     from benmm.synth.archive import synthesize
 
-    root = cache / f"synth-v1-{pairs}-seed{seed}"
+    root = cache / f"synth-{layout}-{pairs}-seed{seed}"
     if not root.is_dir():
-        print(f"generating a synthetic v1 archive of {pairs:,} pairs in {root} (once) ...", flush=True)
-        s = synthesize(root, pairs=pairs, seed=seed, workers=workers)
+        print(f"generating a synthetic {layout} archive of {pairs:,} pairs in {root} (once) ...", flush=True)
+        s = synthesize(root, pairs=pairs, seed=seed, workers=workers, layout=layout)  # type: ignore[arg-type]
         print(f"  {s.pairs:,} pairs in {s.seconds:.0f} s ({s.rate:,.0f} pairs/s)", flush=True)
     return root
 
@@ -233,30 +235,53 @@ def _timed(commands: list[list[str]], work: Path, store: Path) -> dict[str, floa
     return {"seconds": wall, "cpu": cpu, "extra": peak[0]}
 
 
-def from_tar(cache: Path, pairs: int, seed: int, workers: int) -> None:
-    from benmm.store import Store
-    from benmm.synth.pack import pack_v1
+def _packed(cache: Path, src: Path, layout: str, pairs: int, seed: int, fmts: tuple[str, ...]
+            ) -> dict[str, list[Path]]:
+    """``src`` packed as the published tarballs in each format (once, cached), tarball paths by format."""
+    from benmm.synth.pack import pack_reben, pack_v1
 
-    src = _archive(cache, pairs, seed, workers)
+    pack = pack_v1 if layout == "v1" else pack_reben
     tarballs = {}
-    for fmt in ("tar.gz", "tar.zst"):
-        folder = cache / f"synth-v1-{pairs}-seed{seed}-{fmt}"
+    for fmt in fmts:
+        folder = cache / f"synth-{layout}-{pairs}-seed{seed}-{fmt}"
         if not folder.is_dir():
-            print(f"packing the archive as {fmt} (once) ...", flush=True)
-            pack_v1(src, fmt, folder.with_name(folder.name + ".partial"))
+            print(f"packing the {layout} archive as {fmt} (once) ...", flush=True)
+            pack(src, fmt, folder.with_name(folder.name + ".partial"))
             folder.with_name(folder.name + ".partial").rename(folder)
         tarballs[fmt] = sorted(folder.glob(f"*.{fmt}"))
+    return tarballs
+
+
+def from_tar(cache: Path, pairs: int, seed: int, workers: int, layouts: tuple[str, ...] = ("v1",)) -> None:
+    """One table per layout: v1 (``.tar.gz``, ``.tar.zst``) and reBEN's release (``.tar.zst``, with
+    ``--metadata``; the metadata files lie loose beside the tarballs, as published)."""
+    from benmm.synth.release import RELEASE_FILES
+
+    for layout in layouts:
+        src = _archive(cache, pairs, seed, workers, layout)
+        fmts = ("tar.gz", "tar.zst") if layout == "v1" else ("tar.zst",)
+        tarballs = _packed(cache, src, layout, pairs, seed, fmts)
+        loose = [] if layout == "v1" else [src / n for n in RELEASE_FILES if (src / n).is_file()]
+        _tar_table(layout, src, tarballs, loose, pairs)
+
+
+def _tar_table(layout: str, src: Path, tarballs: dict[str, list[Path]], loose: list[Path],
+               pairs: int) -> None:
+    from benmm.store import Store
+
     sizes = {fmt: sum(p.stat().st_size for p in paths) for fmt, paths in tarballs.items()}
-    print(f"archive: {pairs:,} pairs, folders {_du(src) / 1e9:.2f} GB; " + ", ".join(
+    print(f"\n{layout} archive: {pairs:,} pairs, folders {_du(src) / 1e9:.2f} GB; " + ", ".join(
         f"{fmt} {n / 1e9:.2f} GB" for fmt, n in sizes.items()))
     py, w = sys.executable, str(default_workers_())
     enc = [py, "-m", "benmm", "encode", "--no-progress", "--workers", w]
+    meta = [a for p in loose if p.name == "metadata.parquet" for a in ("--metadata", str(p))]
     unpack = {"tar.gz": ["tar", "-xzf"], "tar.zst": ["tar", "--zstd", "-xf"]}
-    runs = [("benmm encode FOLDERS (already extracted)", "folders")]
-    for fmt in ("tar.gz", "tar.zst"):
+    names = "S2 S1" if layout == "v1" else "S2 S1 Reference_Maps"
+    runs = [(f"benmm encode FOLDERS ({layout}, already extracted)", "folders")]
+    for fmt in tarballs:
         runs += [(f"tar -x {fmt}, then benmm encode FOLDERS", f"x-{fmt}"),
-                 (f"benmm encode S2.{fmt} S1.{fmt}", f"t-{fmt}")]
-    work = cache / "from-tar-work"
+                 (f"benmm encode {names}.{fmt}" + (" --metadata" if meta else ""), f"t-{fmt}")]
+    work = src.parent / "from-tar-work"
     results, hashes = [], set()
     for label, key in runs:
         shutil.rmtree(work, ignore_errors=True)
@@ -272,24 +297,26 @@ def from_tar(cache: Path, pairs: int, seed: int, workers: int) -> None:
             ex = work / "extracted"
             ex.mkdir()
             cmds = [[*unpack[fmt], str(p), "-C", str(ex)] for p in tarballs[fmt]]
+            cmds += [["cp", str(p), str(ex)] for p in loose]  # reBEN: the metadata beside the folders
             cmds.append([*enc, str(ex), str(store)])
         else:
             fmt = key[2:]
             for p in tarballs[fmt]:
                 _warm(p)
-            cmds = [[*enc, *map(str, tarballs[fmt]), str(store)]]
+            cmds = [[*enc, *map(str, tarballs[fmt]), str(store), *meta]]
         print(f"running {label} ...", flush=True)
         r = _timed(cmds, work, store)
         hashes.add(Store.open(store).content_hash)
         results.append((label, r))
     shutil.rmtree(work, ignore_errors=True)
     ref = pairs / results[0][1]["seconds"]
-    print(f"\n{'method':<46} {'wall s':>8} {'CPU s':>8} {'extra disk':>11} {'pairs/s':>9} {'vs folders':>11}")
+    print(f"\n{'method':<58} {'wall s':>8} {'CPU s':>8} {'extra disk':>11} {'pairs/s':>9} {'vs folders':>11}")
     for label, r in results:
         rate = pairs / r["seconds"]
-        print(f"{label:<46} {r['seconds']:>8.1f} {r['cpu']:>8.1f} {r['extra'] / 1e6:>8,.0f} MB {rate:>9,.0f} "
+        print(f"{label:<58} {r['seconds']:>8.1f} {r['cpu']:>8.1f} {r['extra'] / 1e6:>8,.0f} MB {rate:>9,.0f} "
               f"{rate / ref:>10.0%}")
-    print(f"\nsame content hash in every row: {'yes' if len(hashes) == 1 else 'NO'} ({hashes.pop()[:23]}...)")
+    same = "yes" if len(hashes) == 1 else "NO"
+    print(f"\nsame content hash in every row: {same} ({str(hashes.pop())[:23]}...)")
     print(f"machine: {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end "
           "(figures move with the load: rerun on an idle machine)")
 
@@ -311,6 +338,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the stores written")
     ap.add_argument("--from-tar", action="store_true",
                     help="compare tar -x + encode with encoding the .tar.gz / .tar.zst tarballs")
+    ap.add_argument("--release", choices=("v1", "reben", "both"), default="both",
+                    help="--from-tar: the v1 tarballs, reBEN's release (.tar.zst + metadata), or both")
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
     ap.add_argument("--dst", help=argparse.SUPPRESS)
@@ -321,7 +350,8 @@ def main() -> None:
     cache = _cache(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     if args.from_tar:
-        from_tar(cache, args.pairs, args.seed, args.workers)
+        layouts = {"v1": ("v1",), "reben": ("reben-release",), "both": ("v1", "reben-release")}
+        from_tar(cache, args.pairs, args.seed, args.workers, layouts[args.release])
         return
     src = _archive(cache, args.pairs, args.seed, args.workers)
     size = _warm(src)

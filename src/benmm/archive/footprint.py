@@ -89,13 +89,19 @@ def from_v1_json(coordinates: dict[str, Any] | None, projection: str | None, whe
         raise ArchiveError(f"{where}: {exc}; the projection must be the patch's UTM zone (WKT)") from None
 
 
-def from_geotiff(path: str) -> SourceFootprint | None:
+def from_geotiff(source: str | bytes | memoryview, where: str | None = None) -> SourceFootprint | None:
     """The footprint of a north-up GeoTIFF from its GeoTIFF tags (tifffile; no GDAL needed); None for a
-    plain TIFF that carries no georeference at all (no place is guessed for it)."""
+    plain TIFF that carries no georeference at all (no place is guessed for it).
+
+    ``source`` is a path, or the file's bytes (a tarball member) with ``where`` naming it in errors."""
+    import io
+
     import tifffile
 
+    handle: Any = source if isinstance(source, str) else io.BytesIO(bytes(source))
+    path = source if isinstance(source, str) else where or "<GeoTIFF bytes>"
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(handle) as tif:
             page = tif.pages.first
             tags = {t.code: t.value for t in page.tags.values()}
             height, width = page.shape[:2]

@@ -101,15 +101,20 @@ def s1_tiff_dir(root: Path, s1_name: str) -> Path:
 
 def read_metadata(root: Path, include_excluded: bool = True) -> pd.DataFrame:
     """reBEN metadata (both parquet files unless ``include_excluded=False``), one row per pair."""
+    if not (root / METADATA).is_file():
+        raise ArchiveError(f"{root / METADATA}: metadata file is missing (not a reBEN folder?)")
+    names = (METADATA, EXCLUDED_METADATA) if include_excluded else (METADATA,)
+    return read_metadata_files([root / n for n in names if (root / n).is_file()], str(root))
+
+
+def read_metadata_files(paths: list[Path], where: str) -> pd.DataFrame:
+    """The reBEN metadata files ``paths`` (``metadata.parquet``, and the snow/cloud one) as one table,
+    checked: every column present, no patch twice (``where`` names the set in that error). A file named
+    :data:`EXCLUDED_METADATA` flags its rows ``excluded``."""
     import pandas as pd
 
     frames = []
-    for name in (METADATA, EXCLUDED_METADATA) if include_excluded else (METADATA,):
-        path = root / name
-        if not path.is_file():
-            if name == METADATA:
-                raise ArchiveError(f"{path}: metadata file is missing (not a reBEN folder?)")
-            continue
+    for path in paths:
         try:
             df = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for damaged files
@@ -119,13 +124,13 @@ def read_metadata(root: Path, include_excluded: bool = True) -> pd.DataFrame:
             raise ArchiveError(f"{path}: missing column(s) {', '.join(missing)}; "
                                f"a reBEN metadata file has {', '.join(METADATA_COLUMNS)}")
         df = df.loc[:, list(METADATA_COLUMNS)].reset_index(drop=True)
-        df["excluded"] = name == EXCLUDED_METADATA
+        df["excluded"] = path.name == EXCLUDED_METADATA
         frames.append(df)
     meta = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     dup = meta["patch_id"].duplicated()
     if dup.any():
         first = meta.loc[dup, "patch_id"].iloc[0]
-        raise ArchiveError(f"{root}: patch_id {first!r} appears twice in the metadata")
+        raise ArchiveError(f"{where}: patch_id {first!r} appears twice in the metadata")
     return meta
 
 

@@ -26,7 +26,8 @@ def encode(
     src: list[Path] = typer.Argument(..., help="The archive: a v1 root (S2 + S1 folders), a reBEN folder "
                                      "(BigEarthNet-V2-LMDB/ + metadata.parquet), a benmm store, or the two "
                                      "v1 tarballs (S2 and S1, any order; .tar, .tar.gz, .tar.zst, .tar.bz2), "
-                                     "read once each and never extracted."),
+                                     "or reBEN's BigEarthNet-S2, BigEarthNet-S1 [and Reference_Maps] "
+                                     "tarballs with --metadata; read once each and never extracted."),
     dst: Path = typer.Argument(..., help="The store directory to write (new or empty; or an interrupted "
                                "encode of the same SRC, which is resumed)."),
     workers: int = typer.Option(0, "--workers", "-w", min=0,
@@ -40,6 +41,9 @@ def encode(
                                       help="Skip invalid pairs (each listed with its reason in the summary "
                                       "and in DST/encode-report.json) instead of stopping at the first."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    metadata: list[Path] = typer.Option([], "--metadata", "-m",
+                                        help="reBEN tarballs: their metadata.parquet (the snow/cloud file "
+                                        "beside it is read too; or give it as a second --metadata)."),
 ) -> None:
     """Encode archive SRC into the training store DST: parallel, validated, resumable.
 
@@ -51,7 +55,7 @@ def encode(
 
     source = src[0] if len(src) == 1 else src
     s = encode_summary(source, dst, workers=workers or None, split=split or None, skip_invalid=skip_invalid,
-                       progress=progress)
+                       progress=progress, metadata=metadata)
     if s.already_complete:
         console.print(f"[bold]{dst}[/] is already a finished store of {s.source} ({s.pairs:,} pairs); "
                       f"nothing to do. content hash {s.store.content_hash}", soft_wrap=True)

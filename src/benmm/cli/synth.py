@@ -25,17 +25,20 @@ def synth(
                                     "Reference_Maps/ GeoTIFFs + metadata."),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = all cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists and is not empty."),
-    pack: str = typer.Option("", "--pack", help="v1 only: pack the archive as the two published tarballs "
-                             "(BigEarthNet-S2-v1.0.tar.* and BigEarthNet-S1-v1.0.tar.* in DST, the folders "
-                             "removed): tar, tar.gz, tar.zst or tar.bz2."),
+    pack: str = typer.Option("", "--pack", help="Pack the archive as the published tarballs, the folders "
+                             "removed: v1 as BigEarthNet-S2-v1.0.tar.* and BigEarthNet-S1-v1.0.tar.*, "
+                             "reben-release as BigEarthNet-S1.tar.*, BigEarthNet-S2.tar.*, "
+                             "Reference_Maps.tar.* (metadata parquet files kept beside them); "
+                             "tar, tar.gz, tar.zst or tar.bz2."),
 ) -> None:
     """Write a synthetic BigEarthNet-MM archive in the real on-disk format, with a learnable class signal."""
     from benmm.synth.archive import SynthError, synthesize
-    from benmm.synth.pack import PACKS, pack_v1
+    from benmm.synth.pack import PACKS, pack_reben, pack_v1
 
-    if pack and (pack not in PACKS or layout != "v1"):
-        raise SynthError(f"--pack {pack}: packs the v1 layout as {', '.join(PACKS)}"
-                         + ("" if layout == "v1" else f" (not --layout {layout})"))
+    packers = {"v1": pack_v1, "reben-release": pack_reben}
+    if pack and (pack not in PACKS or layout not in packers):
+        raise SynthError(f"--pack {pack}: packs the v1 and reben-release layouts as {', '.join(PACKS)}"
+                         + ("" if layout in packers else f" (not --layout {layout})"))
 
     with progress_bar(console, transient=True) as bar:
         task = bar.add_task(f"synth {layout} -> {dst}", total=pairs)
@@ -47,7 +50,7 @@ def synth(
                              workers=workers or os.cpu_count() or 1, overwrite=overwrite, progress=progress)
     if pack:
         with console.status(f"packing {dst} as {pack}"):
-            tarballs = pack_v1(dst, pack, remove=True)
+            tarballs = packers[layout](dst, pack, remove=True)
         sizes = ", ".join(f"{p.name} ({p.stat().st_size / 1e6:,.1f} MB)" for p in tarballs)
         console.print(f"[green]packed[/] {sizes}")
     splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.splits.items()))

@@ -37,7 +37,8 @@ from benmm.atomic import fsync_dir
 from benmm.bands import BAND_DTYPE, BAND_RESOLUTION, BAND_SIZE, S1_BANDS, S2_BANDS
 from benmm.errors import EncodeError
 from benmm.ingest.sources import Source, normalize_splits, open_source
-from benmm.ingest.tar_source import TarSource, open_tar_source
+from benmm.ingest.tar_open import open_tar_source
+from benmm.ingest.tar_source import StreamSource
 from benmm.ingest.worker import Job, Task, close_worker_writer, init_here, init_worker, work
 from benmm.store.layout import ENCODE_STATE, FORMAT, FORMAT_VERSION, MANIFEST, REPORT
 from benmm.store.reader import Store
@@ -180,31 +181,37 @@ def default_workers() -> int:
 PathArg = str | os.PathLike[str]
 
 
-def _open(src: PathArg | Sequence[PathArg], split: str | Sequence[str] | None
-          ) -> tuple[Source, tuple[str, ...] | None]:
-    """The source: a folder or store (one path), or the v1 tarballs (two paths, or any tarball)."""
+def _open(src: PathArg | Sequence[PathArg], split: str | Sequence[str] | None,
+          metadata: Sequence[PathArg] = ()) -> tuple[Source, tuple[str, ...] | None]:
+    """The source: a folder or store (one path), or tarballs (two or more paths, or any tarball): the
+    v1 ones, or reBEN's with its ``metadata`` parquet file(s)."""
     from benmm.archive.tarball import is_tarball
 
     paths = [Path(src)] if isinstance(src, str | os.PathLike) else [Path(p) for p in src]
     paths = [p.expanduser() for p in paths]
     if len(paths) == 1 and not is_tarball(paths[0]):
+        if metadata:
+            raise EncodeError(f"--metadata {metadata[0]}: only for reBEN's tarballs; the folder {paths[0]} "
+                              "is read with the metadata it holds")
         return open_source(paths[0], split)
     splits = normalize_splits(split)
-    return open_tar_source(paths, splits), splits
+    return open_tar_source(paths, splits, metadata), splits
 
 
 def encode_summary(src: PathArg | Sequence[PathArg], dst: str | os.PathLike[str], workers: int | None = None,
                    split: str | Sequence[str] | None = None, skip_invalid: bool = False,
                    progress: bool = True, commit_pairs: int = COMMIT_PAIRS,
-                   on_event: Callable[[str], None] | None = None) -> EncodeSummary:
+                   on_event: Callable[[str], None] | None = None,
+                   metadata: Sequence[PathArg] = ()) -> EncodeSummary:
     """:func:`encode`, returning an :class:`EncodeSummary` (the CLI prints it).
 
-    ``commit_pairs``: pairs per task and LMDB transaction.
+    ``commit_pairs``: pairs per task and LMDB transaction. ``metadata``: reBEN's ``metadata.parquet``
+    (and the snow/cloud file) for its tarballs.
     """
     start = time.perf_counter()
     dst = Path(dst).expanduser()
     workers = max(1, int(workers or default_workers()))
-    source, splits = _open(src, split)
+    source, splits = _open(src, split, metadata)
     params = _params(source, splits)
     state = dst / ENCODE_STATE
     if (dst / MANIFEST).is_file() and state.is_dir() and not (state / FINAL).exists():
@@ -219,7 +226,7 @@ def encode_summary(src: PathArg | Sequence[PathArg], dst: str | os.PathLike[str]
                                  time.perf_counter() - start, 0, workers, already_complete=True)
         raise EncodeError(f"{dst} already holds a finished store of another source; "
                           "choose another destination")
-    if isinstance(source, TarSource):
+    if isinstance(source, StreamSource):
         _prepare(dst, params)
         with _exclusive(dst):
             return _encode_stream(source, params, dst, skip_invalid, progress, commit_pairs, start, on_event)
@@ -308,8 +315,9 @@ def _encode(source: Source, tasks: list[Task], params: dict[str, Any], dst: Path
                          time.perf_counter() - start, nbytes, workers)
 
 
-def _encode_stream(source: TarSource, params: dict[str, Any], dst: Path, skip_invalid: bool, progress: bool,
-                   commit_pairs: int, start: float, on_event: Callable[[str], None] | None) -> EncodeSummary:
+def _encode_stream(source: StreamSource, params: dict[str, Any], dst: Path, skip_invalid: bool,
+                   progress: bool, commit_pairs: int, start: float,
+                   on_event: Callable[[str], None] | None) -> EncodeSummary:
     """The tarballs' encode: streamed in this process (no worker pool), sealed like any other."""
     written = nbytes = 0
     bar = None
@@ -331,7 +339,7 @@ def _encode_stream(source: TarSource, params: dict[str, Any], dst: Path, skip_in
             report = {"source": params, "skipped": skipped, "seconds": round(time.perf_counter() - start, 3),
                       "written": written, "workers": 1}
             atomic_write(dst / REPORT, (json.dumps(report, indent=2) + "\n").encode())
-        writer.finish(_manifest_base(params))
+        writer.finish({**_manifest_base(params), "footprints": dict(source.footprints)})
         writer = None
     finally:
         if bar is not None:
@@ -363,8 +371,9 @@ def _report_skipped(dst: Path) -> dict[str, str]:
 
 def encode(src: str | os.PathLike[str], dst: str | os.PathLike[str], workers: int | None = None,
            split: str | Sequence[str] | None = None, skip_invalid: bool = False,
-           progress: bool = True) -> Store:
-    """Encode the archive at ``src`` (v1 folders, reBEN folder or benmm store) into a store at ``dst``.
+           progress: bool = True, metadata: Sequence[PathArg] = ()) -> Store:
+    """Encode the archive at ``src`` (v1 folders, reBEN folder or benmm store, or a list of tarballs:
+    the two v1 ones, or reBEN's with ``metadata=["metadata.parquet"]``) into a store at ``dst``.
 
     ``workers`` processes read and validate pairs (default: one more than the CPU cores). ``split``
     keeps only the pairs of those splits ("train", "val"/"validation", "test"). An invalid pair stops
@@ -373,4 +382,4 @@ def encode(src: str | os.PathLike[str], dst: str | os.PathLike[str], workers: in
     again with the same arguments; the result is identical (same content hash) to an uninterrupted run.
     """
     return encode_summary(src, dst, workers=workers, split=split, skip_invalid=skip_invalid,
-                          progress=progress).store
+                          progress=progress, metadata=metadata).store

@@ -1,11 +1,12 @@
 """Encode straight from the published tarballs: each read once, in stream order, nothing extracted.
 
 S1 and S2 patches are independent values in a store, so each tarball's patches are validated and
-committed as they stream by (:meth:`TarSource.stream`, one LMDB transaction per ``commit_pairs``
-patches, with each patch's state: its metadata JSON, or why it is invalid). Once both tarballs are read,
-the pairs are formed from the S1 JSONs' ``corresponding_s2_patch``, labels and partners are checked, and
-the metadata rows are written; the pipeline (:mod:`benmm.ingest.pipeline`) then seals the store as for
-folders, to the same content hash.
+committed as they stream by (:meth:`StreamSource.stream`, one LMDB transaction per ``commit_pairs``
+patches, with each patch's state: its metadata JSON, or why it is invalid). Once both v1 tarballs are
+read (:class:`TarSource`), the pairs are formed from the S1 JSONs' ``corresponding_s2_patch``, labels and
+partners are checked, and the metadata rows are written; the pipeline (:mod:`benmm.ingest.pipeline`)
+then seals the store as for folders, to the same content hash. reBEN's tarballs share the streaming and
+pair from ``metadata.parquet`` instead (:mod:`benmm.ingest.tar_reben`).
 
 Resumable: a rerun reads the tarballs again but skips the members of committed patches (no parsing, no
 writing), and skips a tarball that was read to its end (same size and modification time) altogether.
@@ -14,7 +15,6 @@ writing), and skips a tarball that was read to its end (same size and modificati
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,49 +38,42 @@ _ROLE_NAME: Final = {"s2": "Sentinel-2", "s1": "Sentinel-1"}
 Summary = tuple[str, tuple[str, ...] | None, str | None, str | None, dict[str, Any] | None]
 
 
+def identify(path: Path) -> tuple[PatchKind, str]:
+    """The kind of the tarball at ``path`` and its top folder, from its first member."""
+    if path.is_dir():
+        raise EncodeError(f"{path} is a folder: give one archive folder, or the tarballs "
+                          "(Sentinel-2 and Sentinel-1)")
+    if not path.is_file():
+        raise EncodeError(f"{path}: no such tarball")
+    member = first_member(path)
+    if member is None:
+        raise ArchiveError(f"{path}: the tarball holds no file")
+    top = member.strip("/").split("/")[0]
+    return kind_of(top, str(path)), top
+
+
 def _fingerprint(path: Path) -> dict[str, int]:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-class TarSource(Source):
-    """The two v1 tarballs (S2 and S1, in any order; ``.tar``, ``.tar.gz``, ``.tar.zst``, ``.tar.bz2``)."""
+class StreamSource(Source):
+    """Tarballs streamed into a store (:meth:`stream`): the reading and committing shared by the v1
+    tarballs (:class:`TarSource`) and reBEN's (:class:`benmm.ingest.tar_reben.RebenTarSource`).
+    A subclass sets ``tarballs``, ``kinds`` and ``tops`` (by role, in reading order) and says which
+    patches it wants (:meth:`_wanted`), which built ones it keeps (:meth:`_keep`) and how the pairs and
+    their rows are formed once every tarball is read (:meth:`_pair`)."""
 
-    kind = "v1-tar"
-    footprints = V1Source.footprints
-
-    def __init__(self, paths: Sequence[Path], splits: tuple[str, ...] | None) -> None:
-        if len(paths) != 2:
-            raise EncodeError(f"give the two tarballs of BigEarthNet v1.0 (Sentinel-2 and Sentinel-1), got "
-                              f"{len(paths)}: {', '.join(map(str, paths))}")
-        found: dict[str, tuple[Path, PatchKind, str]] = {}
-        for path in paths:
-            if path.is_dir():
-                raise EncodeError(f"{path} is a folder: give one archive folder, or the two tarballs "
-                                  "(Sentinel-2 and Sentinel-1)")
-            if not path.is_file():
-                raise EncodeError(f"{path}: no such tarball")
-            member = first_member(path)
-            if member is None:
-                raise ArchiveError(f"{path}: the tarball holds no file")
-            top = member.strip("/").split("/")[0]
-            kind = kind_of(top, str(path))
-            if kind.role in found:
-                other = found[kind.role][0]
-                raise EncodeError(f"{path} and {other} both hold {_ROLE_NAME[kind.role]} patches ({top}/); "
-                                  "give one Sentinel-2 and one Sentinel-1 tarball")
-            found[kind.role] = (path, kind, top)
-        super().__init__(found["s2"][0], splits)
-        self.tarballs = {role: found[role][0] for role in ("s2", "s1")}
-        self.kinds = {role: found[role][1] for role in ("s2", "s1")}
-        self.tops = {role: found[role][2] for role in ("s2", "s1")}
+    tarballs: dict[str, Path]
+    kinds: dict[str, PatchKind]
+    tops: dict[str, str]
 
     def param_path(self) -> list[str]:
-        return [str(self.tarballs[r].resolve()) for r in ("s2", "s1")]
+        return [str(p.resolve()) for p in self.tarballs.values()]
 
     @property
     def label(self) -> str:
-        return f"{self.tarballs['s2']} + {self.tarballs['s1']}"
+        return " + ".join(str(p) for p in self.tarballs.values())
 
     @property
     def total_bytes(self) -> int:
@@ -90,13 +83,15 @@ class TarSource(Source):
         # compressed archives shrink ~1.2-2x; the map grows when full (one writing process)
         return self.total_bytes * 3 + (256 << 20)
 
-    def _wanted_pair(self, s2_name: str) -> bool:
-        if not self.splits:
-            return True
-        from benmm.archive.splits import v1_info
+    def _wanted(self, role: str, patch: str) -> bool:
+        raise NotImplementedError
 
-        info = v1_info(s2_name)
-        return info is not None and info.split in self.splits
+    def _keep(self, role: str, info: dict[str, Any]) -> bool:
+        return True
+
+    def _pair(self, infos: dict[str, Summary], writer: StoreWriter, skip_invalid: bool
+              ) -> list[tuple[str, str]]:
+        raise NotImplementedError
 
     def _summary(self, info: dict[str, Any]) -> Summary:
         labels = info.get("labels43")
@@ -104,13 +99,10 @@ class TarSource(Source):
         return (info["role"], self._labels.setdefault(key, key) if key else None, info.get("partner"),
                 info.get("invalid"), info.get("footprint") or None)
 
-    def _member(self, role: str, patch: str) -> str:
-        return f"{self.tarballs[role]}:{self.tops[role]}/{patch}/{patch}{JSON_SUFFIX}"
-
     def stream(self, writer: StoreWriter, skip_invalid: bool, commit_pairs: int,
                on_progress: Callable[[int, int], None] | None = None,
                on_event: Callable[[str], None] | None = None) -> tuple[int, int]:
-        """Read both tarballs into ``writer``, then pair and write the rows; (pairs written, bytes)."""
+        """Read each tarball into ``writer``, then pair and write the rows; (pairs written, bytes)."""
         self._labels: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct label set
         infos: dict[str, Summary] = {}
         marks: dict[str, Any] = {}
@@ -121,7 +113,7 @@ class TarSource(Source):
                 infos[key] = self._summary(json.loads(raw))
         before = {k for k, v in infos.items() if v[3] is None}
         nbytes, base, commits = 0, 0, [0]
-        for role in ("s2", "s1"):
+        for role in self.tarballs:
             path = self.tarballs[role]
             mark = _fingerprint(path)
             if marks.get(_DONE + role) != mark:
@@ -146,8 +138,8 @@ class TarSource(Source):
             patch, fname = where
             files = expected.get(patch)
             if files is None:
-                done = patch in infos and infos[patch][3] is None
-                ok = not done and kind.is_patch(patch) and (role != "s2" or self._wanted_pair(patch))
+                done = kind.key(patch) in infos and infos[kind.key(patch)][3] is None
+                ok = not done and self._wanted(role, patch)
                 files = expected[patch] = frozenset(kind.files(patch)) if ok else frozenset()
             return fname in files
 
@@ -155,7 +147,7 @@ class TarSource(Source):
         committer = Committer(writer, kind.layout.size, commit_pairs, on_event, commits)
 
         def finish(patch: str, files: dict[str, bytes]) -> None:
-            where = f"{path}:{top}/{patch}"
+            where = f"{path}:{kind.folder(top, patch)}"
             buf = committer.take()
             try:
                 info = kind.build(patch, files, where, buf)
@@ -166,14 +158,14 @@ class TarSource(Source):
                     raise EncodeError(f"invalid patch {patch}: {exc}. Fix or remove it, or rerun with "
                                       "--skip-invalid to skip invalid pairs (each is listed)") from None
                 info = {"role": role, "invalid": str(exc), "member": where}
-                committer.submit(patch, None, json.dumps(info).encode())
-                infos[patch] = self._summary(info)
+                committer.submit(kind.key(patch), None, json.dumps(info).encode())
+                infos[kind.key(patch)] = self._summary(info)
                 return
-            if role == "s1" and not self._wanted_pair(info["partner"]):
+            if not self._keep(role, info):
                 committer.give_back(buf)
                 return
-            committer.submit(patch, buf, json.dumps(info).encode())
-            infos[patch] = self._summary(info)
+            committer.submit(kind.key(patch), buf, json.dumps(info).encode())
+            infos[kind.key(patch)] = self._summary(info)
 
         try:
             reader = TarballReader(path, want)
@@ -199,6 +191,47 @@ class TarSource(Source):
         finally:
             committer.close()
         return committer.written
+
+
+class TarSource(StreamSource):
+    """The two v1 tarballs (S2 and S1, in any order; ``.tar``, ``.tar.gz``, ``.tar.zst``, ``.tar.bz2``)."""
+
+    kind = "v1-tar"
+    footprints = V1Source.footprints
+
+    def __init__(self, paths: Sequence[Path], splits: tuple[str, ...] | None) -> None:
+        if len(paths) != 2:
+            raise EncodeError(f"give the two tarballs of BigEarthNet v1.0 (Sentinel-2 and Sentinel-1), got "
+                              f"{len(paths)}: {', '.join(map(str, paths))}")
+        found: dict[str, tuple[Path, PatchKind, str]] = {}
+        for path in paths:
+            kind, top = identify(path)
+            if kind.role in found:
+                other = found[kind.role][0]
+                raise EncodeError(f"{path} and {other} both hold {_ROLE_NAME[kind.role]} patches ({top}/); "
+                                  "give one Sentinel-2 and one Sentinel-1 tarball")
+            found[kind.role] = (path, kind, top)
+        super().__init__(found["s2"][0], splits)
+        self.tarballs = {role: found[role][0] for role in ("s2", "s1")}
+        self.kinds = {role: found[role][1] for role in ("s2", "s1")}
+        self.tops = {role: found[role][2] for role in ("s2", "s1")}
+
+    def _wanted_pair(self, s2_name: str) -> bool:
+        if not self.splits:
+            return True
+        from benmm.archive.splits import v1_info
+
+        info = v1_info(s2_name)
+        return info is not None and info.split in self.splits
+
+    def _wanted(self, role: str, patch: str) -> bool:
+        return self.kinds[role].is_patch(patch) and (role != "s2" or self._wanted_pair(patch))
+
+    def _keep(self, role: str, info: dict[str, Any]) -> bool:
+        return role != "s1" or self._wanted_pair(info["partner"])
+
+    def _member(self, role: str, patch: str) -> str:
+        return f"{self.tarballs[role]}:{self.tops[role]}/{patch}/{patch}{JSON_SUFFIX}"
 
     def _pair(self, infos: dict[str, Summary], writer: StoreWriter, skip_invalid: bool
               ) -> list[tuple[str, str]]:
@@ -258,7 +291,3 @@ class TarSource(Source):
             last = i + _ROW_BATCH >= len(rows)
             writer.commit_rows(rows[i:i + _ROW_BATCH], bad if last else (), drop if last else ())
         return pairs
-
-
-def open_tar_source(paths: Sequence[str | os.PathLike[str]], splits: tuple[str, ...] | None) -> TarSource:
-    return TarSource([Path(p).expanduser() for p in paths], splits)

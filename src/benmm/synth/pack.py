@@ -4,6 +4,9 @@
 Laid out like the published tarballs (and the example tarballs in ``tests/data``, checked in a test):
 GNU tar format, the top folder's entry first, then each patch folder's entry followed by its files.
 Members are sorted and their owner and time fixed, so the same archive packs to the same tarball bytes.
+:func:`pack_reben` packs a reBEN GeoTIFF release (``benmm synth --layout reben-release``) the same way
+into the tarballs its publishers ship (:func:`benmm.synth.release.release_files`), each folder's entry
+before its files; the metadata parquet files stay loose beside them.
 zstd at level 6 with every core (reBEN's tarballs are zstd level 6), gzip through ``isal`` when installed
 (ISA-L's fastest level, standard gzip output) else :mod:`gzip`, bzip2 at level 9 like ``tar -j``.
 """
@@ -94,4 +97,55 @@ def pack_v1(root: str | os.PathLike[str], fmt: str, dst: str | os.PathLike[str] 
 
         for top in TARBALLS:
             shutil.rmtree(src / top)
+    return paths
+
+
+def pack_files(root: Path, files: list[str], dst: Path, fmt: str) -> Path:
+    """Pack ``files`` (POSIX paths relative to ``root``, sorted) into the tarball ``dst``, each folder's
+    entry written once, before the first file in it."""
+    tmp = dst.with_name(dst.name + ".partial")
+    seen: set[str] = set()
+    with _compressed(tmp, fmt) as out, tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+        for rel in files:
+            parts = rel.split("/")
+            for depth in range(1, len(parts)):
+                folder = "/".join(parts[:depth])
+                if folder not in seen:
+                    seen.add(folder)
+                    tar.addfile(_info(folder, folder=True))
+            path = root / rel
+            with open(path, "rb") as fh:
+                tar.addfile(_info(rel, path.stat().st_size), fh)
+    os.replace(tmp, dst)
+    return dst
+
+
+def pack_reben(root: str | os.PathLike[str], fmt: str, dst: str | os.PathLike[str] | None = None,
+               remove: bool = False) -> list[Path]:
+    """Pack the reBEN GeoTIFF release at ``root`` into ``BigEarthNet-S1.<fmt>``, ``BigEarthNet-S2.<fmt>``
+    and ``Reference_Maps.<fmt>`` in ``dst`` (default: ``root``; the metadata files are copied there when
+    it is another folder); ``remove`` deletes the three folders afterwards. Returns the tarballs' paths."""
+    import shutil
+
+    from benmm.synth.release import RELEASE_TARBALLS, release_files
+
+    if fmt not in PACKS:
+        raise BenmmError(f"unknown pack format {fmt!r}; use one of {', '.join(PACKS)}")
+    src, out = Path(root), Path(dst if dst is not None else root)
+    if not (src / next(iter(RELEASE_TARBALLS))).is_dir():
+        raise BenmmError(f"{src}: no {next(iter(RELEASE_TARBALLS))}/ folder; pack a reBEN release "
+                         "(benmm synth --layout reben-release)")
+    out.mkdir(parents=True, exist_ok=True)
+    listing = release_files(src)
+    paths = []
+    for tarball, files in listing.items():
+        if tarball and files:
+            name = tarball.removesuffix(".tar.zst")
+            paths.append(pack_files(src, files, out / f"{name}.{fmt}", fmt))
+    if out.resolve() != src.resolve():
+        for loose in listing[""]:
+            shutil.copy2(src / loose, out / loose)
+    if remove:
+        for folder in RELEASE_TARBALLS:
+            shutil.rmtree(src / folder, ignore_errors=True)
     return paths
