@@ -71,13 +71,8 @@ class PatchKind:
         except PatchNameError:
             return False
 
-    def build(self, patch: str, files: dict[str, bytes], where: str, out: bytearray) -> dict[str, Any]:
-        """Validate one patch folder's files and write its value into ``out`` (``layout.size`` bytes).
-
-        Returns its info: the metadata JSON and 43-class labels (and, for S1, the partner named by
-        ``corresponding_s2_patch``). ``where`` is ``tarball:folder`` for messages. ArchiveError naming the
-        member at fault otherwise.
-        """
+    def fill_bands(self, patch: str, files: dict[str, bytes], where: str, out: bytearray) -> None:
+        """The value of the patch's band files in ``out`` (each band checked, the member named)."""
         out[:len(self.layout.header)] = self.layout.header
         view = memoryview(out)
         for band in self.bands:
@@ -87,6 +82,15 @@ class PatchKind:
                 raise ArchiveError(f"{where}/{fname}: band file is missing")
             start, end = self.layout.slots[band]
             read_band_bytes(data, band, f"{where}/{fname}", view[start:end])
+
+    def build(self, patch: str, files: dict[str, bytes], where: str, out: bytearray) -> dict[str, Any]:
+        """Validate one patch folder's files and write its value into ``out`` (``layout.size`` bytes).
+
+        Returns its info: the metadata JSON and 43-class labels (and, for S1, the partner named by
+        ``corresponding_s2_patch``). ``where`` is ``tarball:folder`` for messages. ArchiveError naming the
+        member at fault otherwise.
+        """
+        self.fill_bands(patch, files, where, out)
         jname = f"{where}/{patch}{JSON_SUFFIX}"
         raw = files.get(f"{patch}{JSON_SUFFIX}")
         if raw is None:
@@ -142,15 +146,7 @@ class RebenKind(PatchKind):
     def build(self, patch: str, files: dict[str, bytes], where: str, out: bytearray) -> dict[str, Any]:
         """The bands' value in ``out``; S2's info carries the footprint of its B02 GeoTIFF (as the folder
         encode's :meth:`benmm.archive.v2.V2Archive.footprint`)."""
-        out[:len(self.layout.header)] = self.layout.header
-        view = memoryview(out)
-        for band in self.bands:
-            fname = f"{patch}_{band}.tif"
-            data = files.get(fname)
-            if data is None:
-                raise ArchiveError(f"{where}/{fname}: band file is missing")
-            start, end = self.layout.slots[band]
-            read_band_bytes(data, band, f"{where}/{fname}", view[start:end])
+        self.fill_bands(patch, files, where, out)
         info: dict[str, Any] = {"role": self.role, "member": where}
         if self.role == "s2":
             fname = f"{patch}_B02.tif"
