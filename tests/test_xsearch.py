@@ -245,6 +245,8 @@ def test_page_cross_modal_search(xm: dict[str, Any], tmp_path: Path) -> None:
         for mode in ("s2", "s1"):
             assert f'src="/api/patch/{card}.png?mode={mode}&amp;size=120"' in dom
     assert "S1 query → S2 archive" in dom
+    query_card = dom.split('id="query-card"')[1].split("</div>")[0]
+    assert f'src="/api/patch/{name}.png?mode=s1&amp;size=120"' in query_card  # the query's own side
     picker = dom.split('id="query-modality"')[1].split("</select>")[0]
     assert '<option value="s1">S1' in picker and "disabled" not in picker  # a cross-modal model: all sides
 

@@ -204,7 +204,7 @@ def create_app(
     if embedder == "auto":
         embedder, emb_note = _open_embedder(src.get("checkpoint"), src, index_side(ix))
     elif isinstance(embedder, str):
-        embedder, emb_note = _open_embedder(embedder, {"model": {"modalities": None}}, index_side(ix))
+        embedder, emb_note = _open_embedder(embedder, None, index_side(ix))
     emb_dim = getattr(embedder, "dim", ix.dim)
     if embedder is not None and emb_dim != ix.dim:
         embedder, emb_note = None, f"the checkpoint makes {emb_dim}-d embeddings, the index expects {ix.dim}"

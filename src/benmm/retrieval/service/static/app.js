@@ -54,7 +54,8 @@ function thumb(src, alt, mode) {
 function renderQuery(query) {
   const card = $("query-card");
   card.replaceChildren();
-  const src = query.upload ? query.thumbnail : (state.health.thumbnails ? thumbURL(query.name) : null);
+  const side = query.modality === "s1" ? "s1" : undefined;  // an S1 query is shown as S1 false colour
+  const src = query.upload ? query.thumbnail : (state.health.thumbnails ? thumbURL(query.name, side) : null);
   card.appendChild(thumb(src, query.name));
   card.appendChild(el("div", { class: "name", text: query.name }));
   card.appendChild(el("div", { class: "muted", text: query.upload ? "uploaded patch" :
