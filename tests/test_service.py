@@ -72,6 +72,7 @@ def test_search_archive_patch(client: TestClient, index: RetrievalIndex) -> None
         "labels": index.labels_of(name),
         "upload": False,
         "in_archive": True,
+        "modality": "s1s2",  # the query side: the index's own by default
         "footprint": None,  # a reBEN LMDB store has no footprints (tests/test_map.py: one that has)
     }
     results = body["results"]

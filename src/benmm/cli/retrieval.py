@@ -166,23 +166,37 @@ def search(
         help="Query by a new patch: a v1 patch folder, a zipped one, or bands in a .npz / .safetensors file.",
     ),
     k: int = typer.Option(20, "-k", "--k", min=1, help="Number of results."),
+    query_modality: str | None = typer.Option(
+        None, "--query-modality", help="The query's side: s1, s2 or s1s2 (default: the index's own). Another "
+        "side is embedded with the index's model (a cross-modal model: S1 query -> S2 index)."
+    ),
+    store: str | None = typer.Option(
+        None, "--store", help="Store to read a --name query's other side from (default: the index's)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Search INDEX by a patch name or a patch file; prints names, distances and labels."""
     from benmm.retrieval.index import RetrievalIndex
+    from benmm.retrieval.query import QuerySides, index_side
+    from benmm.retrieval.service.app import _open_embedder, _open_store
 
     if (name is None) == (patch is None):
         raise RetrievalError("give exactly one of --name PATCH or --patch PATH")
     ix = RetrievalIndex.load(index_dir)
+    side = index_side(ix)
+    own = query_modality is None or query_modality.strip().lower() == side
+    embedder, note = (None, None) if own and name is not None else _open_embedder(
+        ix.source.get("checkpoint"), ix.source, side)
+    sides = QuerySides(ix, embedder, note)
+    qside = sides.resolve(query_modality)
     if name is not None:
-        dist, idx = ix.search_name(name, k)
+        st, st_note = (None, None) if own else _open_store(store or ix.source.get("store"))
+        qside, dist, idx = sides.search_name(name, qside, k, st, st_note)
         qlabels = ix.labels_of(name)
         title = f"{name}  [{', '.join(qlabels)}]"
     else:
-        from benmm.retrieval.service.app import _open_embedder
-        from benmm.retrieval.service.upload import check_bands, read_patch_file
+        from benmm.retrieval.service.upload import read_patch_file
 
-        embedder, note = _open_embedder(ix.source.get("checkpoint"), ix.source)
         if embedder is None:
             raise RetrievalError(f"{index_dir}: cannot embed a new patch: {note}")
         assert patch is not None
@@ -194,14 +208,15 @@ def search(
                 found = pair_of_patch_folder(patch).bands
         if found is None:
             found = read_patch_file(patch)
-        bands = check_bands(found, embedder.bands)
-        dist, idx = ix.search(embedder(bands), k)
+        qside, dist, idx = sides.search_bands(found, qside, k, str(patch))
         qlabels, title = [], str(patch)
     hits = ix.hits(dist[0], idx[0])
     if as_json:
-        typer.echo(json.dumps({"query": title, "results": hits}, indent=2))
+        typer.echo(json.dumps({"query": title, "query_modality": qside, "archive_modality": side,
+                               "results": hits}, indent=2))
         return
-    console.print(_hits_table(title, hits, qlabels))
+    direction = f"{qside.upper()} -> {side.upper()}: " if qside != side else ""
+    console.print(_hits_table(direction + title, hits, qlabels))
 
 
 def serve(

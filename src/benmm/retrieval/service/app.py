@@ -3,10 +3,12 @@
 Endpoints (JSON unless said otherwise; every user error is a 4xx with ``{"detail": "<message>"}``):
 
 * ``GET  /api/health`` — index kind, size, label set, whether thumbnails and uploads are available
-* ``GET  /api/search?name=PATCH&k=20`` — results for a patch of the index (archive or query items)
-* ``POST /api/search?k=20`` — results for an uploaded patch (multipart field ``file``; ``.npz``,
+* ``GET  /api/search?name=PATCH&k=20&modality=s1`` — results for a patch of the index (archive or query
+  items); ``modality`` = the query side (default: the index's own; another side is read from the store and
+  embedded with the index's model, :mod:`benmm.retrieval.query`)
+* ``POST /api/search?k=20&modality=s1`` — results for an uploaded patch (multipart field ``file``; ``.npz``,
   ``.safetensors`` or a zipped v1 patch folder, see :mod:`benmm.retrieval.service.upload`), embedded with the
-  index's checkpoint
+  index's checkpoint on the query side (an S1-only VV/VH patch searches an S2 index of a cross-modal model)
 * ``GET  /api/patch/{name}.png?mode=s2|s1&size=120`` — S2 true-colour / S1 false-colour thumbnail
 * ``GET  /api/names?q=TEXT&limit=20`` — names containing TEXT (the page's patch picker);
   ``GET /api/random`` — a random patch name
@@ -38,8 +40,9 @@ from benmm import __version__
 from benmm.errors import BenmmError, RetrievalError
 from benmm.render import MODES, RenderError, png_bytes, render
 from benmm.retrieval.index import RetrievalIndex
+from benmm.retrieval.query import QuerySides, index_side
 from benmm.retrieval.service.places import Places
-from benmm.retrieval.service.upload import MAX_UPLOAD_BYTES, UploadError, check_bands, read_patch_bytes
+from benmm.retrieval.service.upload import MAX_UPLOAD_BYTES, UploadError, read_patch_bytes
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 MAX_K: Final = 1000
@@ -79,7 +82,7 @@ def _open_store(path: str | None) -> tuple[PatchSource | None, str | None]:
 
 
 def _open_embedder(
-    path: str | None, source: Mapping[str, Any] | None = None
+    path: str | None, source: Mapping[str, Any] | None = None, modality: str | None = None
 ) -> tuple[Embedder | None, str | None]:
     from benmm.retrieval.embed import BAND_STATS, BandStatsEmbedder
 
@@ -93,7 +96,8 @@ def _open_embedder(
     try:
         from benmm.retrieval.embed import CheckpointEmbedder
 
-        return CheckpointEmbedder(path), None
+        sides = ((source or {}).get("model") or {}).get("modalities") or [modality]
+        return CheckpointEmbedder(path, modality=modality if modality in sides else None), None
     except (BenmmError, OSError) as exc:
         return None, f"checkpoint {path} cannot be loaded ({_one_line(exc)}); serve with --checkpoint PATH"
 
@@ -198,12 +202,13 @@ def create_app(
     elif isinstance(store, str):
         store, store_note = _open_store(store)
     if embedder == "auto":
-        embedder, emb_note = _open_embedder(src.get("checkpoint"), src)
+        embedder, emb_note = _open_embedder(src.get("checkpoint"), src, index_side(ix))
     elif isinstance(embedder, str):
-        embedder, emb_note = _open_embedder(embedder)
+        embedder, emb_note = _open_embedder(embedder, None, index_side(ix))
     emb_dim = getattr(embedder, "dim", ix.dim)
     if embedder is not None and emb_dim != ix.dim:
         embedder, emb_note = None, f"the checkpoint makes {emb_dim}-d embeddings, the index expects {ix.dim}"
+    sides = QuerySides(ix, embedder, emb_note)
     k_limit = max(1, min(max_k, len(ix)))
     "" in ix  # noqa: B015 - builds the name -> row maps now, not during the first request
     pngs = _PngCache()
@@ -242,6 +247,7 @@ def create_app(
             "k": k,
             "kind": ix.kind,
             "metric": ix.manifest.get("metric"),
+            "archive_modality": sides.side,
             "results": hits,
             "took_ms": round((time.perf_counter() - t0) * 1e3, 3),
         }
@@ -267,26 +273,33 @@ def create_app(
             "upload_bands": list(embedder.bands) if embedder is not None else [],
             "footprints": 0 if places is None else len(places),
             "footprints_note": places_note,
+            **sides.describe(),
         }
 
     @app.get("/api/search")
-    def search_name(name: str = Query(..., min_length=1, max_length=200), k: int = 20) -> dict[str, Any]:
+    def search_name(name: str = Query(..., min_length=1, max_length=200), k: int = 20,
+                    modality: str | None = Query(None, max_length=8)) -> dict[str, Any]:
         t0 = time.perf_counter()
         check_k(k)
         name = name.strip()
         if name not in ix:
             raise HTTPException(404, f"patch {name!r} is not in this index; pick a name from /api/names")
-        dist, idx = ix.search_name(name, k)
+        try:
+            side, dist, idx = sides.search_name(name, modality, k, store, store_note)
+        except RetrievalError as exc:
+            raise HTTPException(getattr(exc, "status", 422), str(exc)) from None
         query = {
             "name": name,
             "labels": ix.labels_of(name),
             "upload": False,
             "in_archive": ix.position(name) is not None,
+            "modality": side,
         }
         return response(query, dist, idx, k, t0)
 
     @app.post("/api/search")
-    async def search_upload(request: Request, file: UploadFile = File(...), k: int = 20) -> dict[str, Any]:
+    async def search_upload(request: Request, file: UploadFile = File(...), k: int = 20,
+                            modality: str | None = Query(None, max_length=8)) -> dict[str, Any]:
         t0 = time.perf_counter()
         check_k(k)
         data = await file.read(max_upload_bytes + 1)
@@ -299,17 +312,18 @@ def create_app(
                 bands = read_patch_bytes(data, file.filename or "", max_bytes=max_upload_bytes)
                 if embedder is None:
                     raise UploadError(f"this service cannot embed uploaded patches: {emb_note}", 400)
-                bands = check_bands(bands, embedder.bands)
-                dist, idx = ix.search(embedder(bands), k)
+                side, dist, idx = sides.search_bands(bands, modality, k, f"the upload {file.filename}")
             except UploadError as exc:
                 raise HTTPException(exc.status, str(exc)) from None
             except RetrievalError as exc:
                 raise HTTPException(422, str(exc)) from None
             try:
-                thumb = "data:image/png;base64," + base64.b64encode(png_bytes(render(bands), 120)).decode()
+                rgb = render(bands, "s1" if side == "s1" else "s2")
+                thumb = "data:image/png;base64," + base64.b64encode(png_bytes(rgb, 120)).decode()
             except RenderError:
                 thumb = None
-            query: dict[str, Any] = {"name": file.filename, "labels": [], "upload": True, "thumbnail": thumb}
+            query: dict[str, Any] = {"name": file.filename, "labels": [], "upload": True, "thumbnail": thumb,
+                                     "modality": side}
             return response(query, dist, idx, k, t0)
 
         result: dict[str, Any] = await run_in_threadpool(work)

@@ -32,8 +32,8 @@ async function fetchJSON(url, options) {
   return body;
 }
 
-function thumbURL(name) {
-  return `/api/patch/${encodeURIComponent(name)}.png?mode=${$("mode").value}&size=120`;
+function thumbURL(name, mode) {
+  return `/api/patch/${encodeURIComponent(name)}.png?mode=${mode || $("mode").value}&size=120`;
 }
 
 // label chips; those shared with the query are highlighted, those in the filter shown active
@@ -43,9 +43,10 @@ function chips(labels, shared = new Set()) {
       title: label, text: label })));
 }
 
-function thumb(src, alt) {
+function thumb(src, alt, mode) {
   if (!src) return el("div", { class: "thumb none", text: "no thumbnail" });
   const img = el("img", { class: "thumb", src, alt, loading: "lazy", width: "120", height: "120" });
+  if (mode) { img.dataset.mode = mode; img.title = mode === "s1" ? "S1 false colour" : "S2 true colour"; }
   img.addEventListener("error", () => img.replaceWith(el("div", { class: "thumb none", text: "no thumbnail" })));
   return img;
 }
@@ -53,11 +54,14 @@ function thumb(src, alt) {
 function renderQuery(query) {
   const card = $("query-card");
   card.replaceChildren();
-  const src = query.upload ? query.thumbnail : (state.health.thumbnails ? thumbURL(query.name) : null);
+  const side = query.modality === "s1" ? "s1" : undefined;  // an S1 query is shown as S1 false colour
+  const src = query.upload ? query.thumbnail : (state.health.thumbnails ? thumbURL(query.name, side) : null);
   card.appendChild(thumb(src, query.name));
   card.appendChild(el("div", { class: "name", text: query.name }));
   card.appendChild(el("div", { class: "muted", text: query.upload ? "uploaded patch" :
     (query.in_archive ? "archive patch (left out of its own results)" : "query-set patch") }));
+  const cross = window.benmmQuery.direction(query.modality, state.data && state.data.archive_modality);
+  if (cross) card.appendChild(el("div", { class: "direction", text: cross }));
   if (query.labels.length) card.appendChild(chips(query.labels));
 }
 
@@ -86,7 +90,9 @@ function renderResults() {
     const queryLabels = new Set(data.query.labels);
     const shared = r.labels.filter((l) => queryLabels.has(l)).length;
     const card = el("div", { class: "card result", "data-name": r.name, "data-rank": String(r.rank) }, [
-      thumb(state.health.thumbnails ? thumbURL(r.name) : null, r.name),
+      // both sides of every result: the S2 true colour and the S1 false colour thumbnail
+      el("div", { class: "thumbs" }, ["s2", "s1"].map((mode) =>
+        thumb(state.health.thumbnails ? thumbURL(r.name, mode) : null, `${r.name} ${mode}`, mode))),
       el("div", { class: "meta" }, [
         el("span", { class: "rank", text: `#${r.rank}` }),
         el("span", { class: "distance", title: data.metric === "hamming" ? "Hamming distance (bits)" :
@@ -100,7 +106,9 @@ function renderResults() {
     grid.appendChild(card);
   }
   const filt = state.filters.size ? ` · filter: ${[...state.filters].join(" + ")} (${shown.length} shown)` : "";
-  $("summary").textContent = `${data.results.length} results · ${data.kind} index · ${data.took_ms} ms${filt}`;
+  const cross = window.benmmQuery.direction(data.query.modality, data.archive_modality);
+  $("summary").textContent = `${data.results.length} results · ${data.kind} index${cross ? " · " + cross : ""}` +
+    ` · ${data.took_ms} ms${filt}`;
   renderFilters(data.results);
 }
 
@@ -118,11 +126,13 @@ function show(data) {
 async function runSearch() {
   const name = $("name").value.trim();
   const k = $("k").value;
+  const side = window.benmmQuery.value();
   if (!name) { showError("type or pick a patch name"); return; }
   document.body.dataset.state = "searching";
   try {
-    const data = await fetchJSON(`/api/search?name=${encodeURIComponent(name)}&k=${encodeURIComponent(k)}`);
-    history.replaceState(null, "", `/?name=${encodeURIComponent(name)}&k=${encodeURIComponent(k)}`);
+    const query = `name=${encodeURIComponent(name)}&k=${encodeURIComponent(k)}&modality=${encodeURIComponent(side)}`;
+    const data = await fetchJSON(`/api/search?${query}`);
+    history.replaceState(null, "", `/?${query}`);
     show(data);
   } catch (err) {
     showError(err.message);
@@ -137,7 +147,9 @@ async function runUpload() {
   form.append("file", file);
   document.body.dataset.state = "searching";
   try {
-    show(await fetchJSON(`/api/search?k=${encodeURIComponent($("k").value)}`, { method: "POST", body: form }));
+    const side = encodeURIComponent(window.benmmQuery.value());
+    show(await fetchJSON(`/api/search?k=${encodeURIComponent($("k").value)}&modality=${side}`,
+      { method: "POST", body: form }));
   } catch (err) {
     showError(err.message);
     document.body.dataset.state = "error";
@@ -184,9 +196,11 @@ async function init() {
     h.upload ? "" : `uploads are off: ${h.upload_note}`].filter(Boolean);
   $("notes").textContent = notes.join(" · ");
   $("notes").hidden = notes.length === 0;
-  $("upload-hint").textContent = h.upload ? `bands: ${h.upload_bands.join(" ")}` : (h.upload_note || "");
+  $("upload-hint").textContent = h.upload ? `bands: ${h.upload_bands.join(" ")}` +
+    ((h.query_modalities || []).length > 1 ? " (or those of the chosen query side)" : "") : (h.upload_note || "");
   $("upload-form").querySelector("button").disabled = !h.upload;
   const params = new URLSearchParams(location.search);
+  window.benmmQuery.init(h, params.get("modality"));  // modality.js: the query-side picker
   if (params.get("k")) $("k").value = params.get("k");
   if (params.get("mode")) $("mode").value = params.get("mode");
   if (params.get("name")) {
