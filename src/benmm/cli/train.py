@@ -240,7 +240,8 @@ def demo_cmd(
         console.print(examples_table(ctx))
     t = ctx.timings
     console.print(f"time: {t.get('total', 0):.0f} s (archive {t.get('synthesize', 0):.0f} s, store "
-                  f"{t.get('encode', 0):.0f} s, train + evaluate {t.get('train+evaluate', 0):.0f} s)")
+                  f"{t.get('encode', 0):.0f} s, train + evaluate {t.get('train+evaluate', 0):.0f} s"
+                  + (f", cross-modal S1->S2 {t['cross-modal']:.0f} s" if "cross-modal" in t else "") + ")")
     for fail in check_claims(ctx):
         console.print(f"[yellow]note:[/] {fail}")
     console.print(f"report: {ctx.report} (summary.json, summary.png, s1/ s2/ s1s2/ with metrics and plots)")
