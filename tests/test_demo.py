@@ -87,9 +87,16 @@ def test_demo_runs_end_to_end_and_reuses_its_cache(monkeypatch: pytest.MonkeyPat
     console.print(summary_table(ctx))
     text = console.export_text()
     assert "label frequency" in text and "S1+S2" in text
+    # the cross-modal row: S1 test queries vs the S2 train archive, clearly above a random ranking
+    cross = summary["cross_modal"]
+    assert cross["direction"] == "S1->S2" and cross["queries"] == summary["retrieval"]["queries"]
+    assert cross["metrics"]["map"]["model"] > cross["metrics"]["map"]["random"] + 0.05, cross["metrics"]
+    assert cross["metrics"]["ndcg"]["model"] > cross["metrics"]["ndcg"]["random"] + 0.05
+    assert cross["beats_random"] and "cross-modal" in summary["timings_s"]
+    assert "retrieval by direction @20" in text and "S1->S2" in text
     # second run: archive and store come from the cache
     archive_mtime = ctx.archive.stat().st_mtime
     again = run_demo(out=tmp_path / "report2", pairs=800, epochs=1, console=console, progress=False,
-                     examples=False)
+                     examples=False, cross_modal=False)
     assert again.archive.stat().st_mtime == archive_mtime
     assert "reusing the synthetic archive" in console.export_text()

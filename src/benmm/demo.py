@@ -8,7 +8,9 @@
 4. evaluate each on the test split, next to the label-frequency baseline;
 5. predict the 6 real BigEarthNet example pairs shipped with benmm;
 6. print one summary table and write a report folder (metrics, per-class CSVs, plots);
-7. :func:`retrieval_step`: the hook where the retrieval part of the demo runs.
+7. :func:`retrieval_step`: the hook where the retrieval part of the demo runs;
+8. :func:`cross_modal_step`: a cross-modal S1/S2 model, S1 test queries searched in the S2 train archive
+   (:mod:`benmm.retrieval.demo_crossmodal`), printed by direction next to the uni-modal row and random.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class DemoContext:
     baseline: dict[str, float] = field(default_factory=dict)
     examples: list[Any] = field(default_factory=list)
     retrieval: dict[str, Any] | None = None
+    cross_modal: dict[str, Any] | None = None
 
     def checkpoint(self, label: str = "S1+S2") -> Path:
         return Path(self.runs[label]["checkpoint"])
@@ -225,7 +228,7 @@ def write_summary(ctx: DemoContext) -> None:
     rows += [{"name": k, **v["metrics"]} for k, v in ctx.runs.items()]
     viz.summary_bars(rows, ctx.report / "summary.png", title="demo: test metrics")
     payload = {"pairs": ctx.pairs, "seed": ctx.seed, "timings_s": ctx.timings, "baseline": ctx.baseline,
-               "runs": ctx.runs, "retrieval": ctx.retrieval,
+               "runs": ctx.runs, "retrieval": ctx.retrieval, "cross_modal": ctx.cross_modal,
                "examples": [{"name": p.name, "probs": p.probs, "predicted": p.labels, "true": p.true_labels}
                             for p in ctx.examples]}
     (ctx.report / "summary.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
@@ -240,11 +243,23 @@ def retrieval_step(ctx: DemoContext) -> dict[str, Any] | None:
     return demo_step(ctx)
 
 
+def cross_modal_step(ctx: DemoContext, epochs: int | None = None, workers: int = 0,
+                     progress: bool = False) -> dict[str, Any]:
+    """The cross-modal S1 -> S2 row (:func:`benmm.retrieval.demo_crossmodal.cross_modal_row`), printed
+    in the table by direction beside the uni-modal row of :func:`retrieval_step` and random."""
+    from benmm.retrieval.demo_crossmodal import EPOCHS, cross_modal_row, direction_table
+
+    row = cross_modal_row(ctx, epochs=epochs or EPOCHS, workers=workers, progress=progress)
+    ctx.console.print(direction_table(ctx.retrieval, row))
+    return row
+
+
 def run_demo(out: str | Path | None = None, pairs: int = DEMO_PAIRS, seed: int = DEMO_SEED,
              epochs: int | None = None, workers: int | None = None, threads: int | None = None,
-             console: Console | None = None, progress: bool = True, examples: bool = True) -> DemoContext:
+             console: Console | None = None, progress: bool = True, examples: bool = True,
+             cross_modal: bool = True) -> DemoContext:
     """Run the demo (see the module docstring); returns what it made. ``out``: the report folder
-    (default ``./benmm-demo``)."""
+    (default ``./benmm-demo``); ``cross_modal=False`` leaves out the cross-modal row."""
     import torch
 
     start = time.perf_counter()
@@ -271,6 +286,10 @@ def run_demo(out: str | Path | None = None, pairs: int = DEMO_PAIRS, seed: int =
         t0 = time.perf_counter()
         ctx.retrieval = retrieval_step(ctx)
         ctx.timings["retrieval"] = time.perf_counter() - t0
+        if cross_modal:
+            t0 = time.perf_counter()
+            ctx.cross_modal = cross_modal_step(ctx, epochs, workers, progress)
+            ctx.timings["cross-modal"] = time.perf_counter() - t0
     ctx.timings["total"] = time.perf_counter() - start
     write_summary(ctx)
     return ctx

@@ -223,7 +223,7 @@ def demo_cmd(
     out: Path = typer.Option(Path("benmm-demo"), "--out", "-o", help="Report folder."),
     pairs: int = typer.Option(3000, "--pairs", min=200, help="Pairs in the synthetic archive."),
     epochs: int | None = typer.Option(None, "--epochs", min=1,
-        help="Epochs per model (default: recipe's 5)."),
+        help="Epochs per model (default: recipe's 5; the cross-modal model's 3)."),
     workers: int | None = typer.Option(None, "--workers", "-w", min=0, help="DataLoader workers."),
     serve: bool = typer.Option(False, "--serve",
         help="Afterwards, open the retrieval web page on the demo index (needs the `serve` extra)."),
@@ -231,7 +231,8 @@ def demo_cmd(
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="With --serve: port."),
 ) -> None:
     """The whole pipeline in minutes: synthetic archive -> store -> S1, S2, S1+S2 models -> test report
-    -> retrieval index; `--serve` then opens the retrieval web page on it."""
+    -> retrieval index -> a cross-modal S1->S2 search; `--serve` then opens the retrieval web page on
+    the index."""
     from benmm.demo import check_claims, examples_table, run_demo, summary_table
 
     ctx = run_demo(out=out, pairs=pairs, epochs=epochs, workers=workers, console=console)
@@ -240,7 +241,8 @@ def demo_cmd(
         console.print(examples_table(ctx))
     t = ctx.timings
     console.print(f"time: {t.get('total', 0):.0f} s (archive {t.get('synthesize', 0):.0f} s, store "
-                  f"{t.get('encode', 0):.0f} s, train + evaluate {t.get('train+evaluate', 0):.0f} s)")
+                  f"{t.get('encode', 0):.0f} s, train + evaluate {t.get('train+evaluate', 0):.0f} s"
+                  + (f", cross-modal S1->S2 {t['cross-modal']:.0f} s" if "cross-modal" in t else "") + ")")
     for fail in check_claims(ctx):
         console.print(f"[yellow]note:[/] {fail}")
     console.print(f"report: {ctx.report} (summary.json, summary.png, s1/ s2/ s1s2/ with metrics and plots)")
