@@ -170,3 +170,19 @@ def test_export_keeps_the_head_and_evaluate_refuses_codes(runs: dict[str, Any], 
     assert isinstance(model, CrossModalModel) and info["retrieval"]["supervision"] == "pairs"
     with pytest.raises(BenmmError, match="cross-modal checkpoint makes codes, not class scores"):
         evaluate(run.best, store, split="val", workers=0, progress=False, plots=False)
+
+
+@pytest.mark.slow
+def test_cross_modal_trains_on_two_cpu_ranks(store: Path, tmp_path: Path) -> None:
+    """DDP through Lightning (2 CPU processes, gloo): the retrieval task trains, validates with its code
+    metrics (codes gathered from both ranks), and leaves a checkpoint that loads as a cross-modal model."""
+    res = train(store, tmp_path / "ddp", recipe="cross-modal", overrides=TINY, workers=0, progress=False,
+                accelerator="cpu", devices=2, strategy="ddp_spawn", export=False, limit_train_batches=2)
+    model, info = load_checkpoint(res.best)
+    assert isinstance(model, CrossModalModel) and model.code_bits == 16
+    assert info["retrieval"]["kind"] == "cross-modal"
+    # the spawned ranks' metrics stay in them; the checkpoint keeps what the monitor saw
+    state = torch.load(res.best, map_location="cpu", weights_only=False)["callbacks"]
+    best = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert best and best[0]["monitor"].startswith("val/map@")
+    assert 0.0 <= float(best[0]["best_model_score"]) <= 1.0
