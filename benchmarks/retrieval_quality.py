@@ -43,6 +43,7 @@ from benmm.train.fit import quiet_lightning, train
 from benmm.train.retrieval_eval import rank_codes
 
 BITS = (32, 64, 128)
+METHODS = ("band-stats", "itq", "hashing", "cross-modal")
 KS = (10, 100)
 CROSS_DIRECTIONS = (("s1", "s2"), ("s2", "s1"), ("s1", "s1"), ("s2", "s2"), ("s1s2", "s1s2"))
 
@@ -139,18 +140,24 @@ def report(bench: Bench, args: argparse.Namespace, done: list[int]) -> None:
     print()
     k = args.k
 
-    def get(method: str, bits: int, direction: str) -> float:
-        return float(next(r[f"map@{k}"] for r in bench.rows
-                          if r["method"] == method and r["bits"] == bits and r["direction"] == direction))
+    def get(method: str, bits: int, direction: str) -> float | None:
+        return next((float(r[f"map@{k}"]) for r in bench.rows
+                     if r["method"] == method and r["bits"] == bits and r["direction"] == direction), None)
 
-    for bits in done:
+    for bits in done:  # the targets whose rows this run has (--methods may leave some out)
         h, c = get("hashing", bits, "s1s2->s1s2"), get("classifier+ITQ", bits, "s1s2->s1s2")
         x, y = get("cross-modal (labels)", bits, "s1->s2"), get("cross-modal (labels)", bits, "s2->s2")
         p = get("cross-modal (pairs)", bits, "s1->s2")
-        print(f"{bits:>3} bits: hashing {h:.4f} vs classifier+ITQ {c:.4f} ({'met' if h > c else 'MISSED'}, "
-              f"{h - c:+.4f}); cross-modal (labels) S1->S2 / S2->S2 = {x:.4f} / {y:.4f} = {x / y:.1%} "
-              f"({'met' if x >= 0.8 * y else 'MISSED'}); cross-modal (pairs) S1->S2 {p:.4f} vs random "
-              f"{bench.random['s1->s2']:.4f}", flush=True)
+        parts = []
+        if h is not None and c is not None:
+            verdict = "met" if h > c else "MISSED"
+            parts.append(f"hashing {h:.4f} vs classifier+ITQ {c:.4f} ({verdict}, {h - c:+.4f})")
+        if x is not None and y is not None:
+            parts.append(f"cross-modal (labels) S1->S2 / S2->S2 = {x:.4f} / {y:.4f} = {x / y:.1%} "
+                         f"({'met' if x >= 0.8 * y else 'MISSED'})")
+        if p is not None:
+            parts.append(f"cross-modal (pairs) S1->S2 {p:.4f} vs random {bench.random['s1->s2']:.4f}")
+        print(f"{bits:>3} bits: " + "; ".join(parts or ["no target rows in this run"]), flush=True)
 
 
 def main() -> None:
@@ -167,7 +174,14 @@ def main() -> None:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    p.add_argument("--hash-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra recipe settings of the hashing rows, e.g. classification=1.0 (repeatable)")
     args = p.parse_args()
+    methods = {m.strip() for m in args.methods.split(",") if m.strip()}
+    if not methods or methods - set(METHODS):
+        p.error(f"--methods: choose from {', '.join(METHODS)}")
     quiet_lightning()
     work = args.workdir or Path(f"/tmp/benmm-retrieval-quality-{args.pairs}-{args.seed}")
     store = work / "archive"
@@ -182,29 +196,25 @@ def main() -> None:
     base = model_overrides(args)
 
     # band statistics: no training, float cosine, each side on its own
-    for side in ("s1s2", "s2", "s1"):
+    for side in ("s1s2", "s2", "s1") if "band-stats" in methods else ():
         emb, t_emb = embed("band-stats", store, work / f"emb-bandstats-{side}", side)
         s = split_rows(emb, names)
         bench.score("band-stats", None, f"{side}->{side}", *s["test"], *s["train"], "cosine", 0.0, t_emb)
 
     # classifier features + PCA/ITQ codes of each length
-    ckpt, t_train = run_train(store, work / "classifier", "demo", [*base, "modality=s1s2"])
-    emb, t_emb = embed(ckpt, store, work / "emb-classifier", None)
-    s = split_rows(emb, names)
-    for bits in args.bits:
-        t0 = time.perf_counter()
-        enc = fit_itq(s["train"][0], bits=bits, seed=args.seed)
-        t_itq = time.perf_counter() - t0
-        bench.score("classifier+ITQ", bits, "s1s2->s1s2", enc.project(s["test"][0]), s["test"][1],
-                    enc.project(s["train"][0]), s["train"][1], "hamming", t_train + t_itq, t_emb)
+    ckpt, t_train = (None, 0.0) if "itq" not in methods else run_train(
+        store, work / "classifier", "demo", [*base, "modality=s1s2"])
+    if ckpt is not None:
+        _itq_rows(bench, store, work, ckpt, t_train, args, names)
 
     for bits in sorted(args.bits):
-        ckpt, t_train = run_train(store, work / f"hashing-{bits}", "hashing",
-                                  [*base, f"model.bits={bits}", "modality=s1s2"])
-        emb, t_emb = embed(ckpt, store, work / f"emb-hashing-{bits}", None)
-        s = split_rows(emb, names)
-        bench.score("hashing", bits, "s1s2->s1s2", *s["test"], *s["train"], "hamming", t_train, t_emb)
-        for supervision in ("labels", "pairs"):
+        if "hashing" in methods:
+            ckpt, t_train = run_train(store, work / f"hashing-{bits}", "hashing",
+                                      [*base, f"model.bits={bits}", "modality=s1s2", *args.hash_set])
+            emb, t_emb = embed(ckpt, store, work / f"emb-hashing-{bits}", None)
+            s = split_rows(emb, names)
+            bench.score("hashing", bits, "s1s2->s1s2", *s["test"], *s["train"], "hamming", t_train, t_emb)
+        for supervision in ("labels", "pairs") if "cross-modal" in methods else ():
             ckpt, t_train = run_train(store, work / f"cross-{supervision}-{bits}", "cross-modal",
                                       [*base, f"model.bits={bits}", f"supervision={supervision}"])
             sides, t_emb = {}, 0.0
@@ -219,6 +229,19 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"args": {k2: str(v) for k2, v in vars(args).items()},
                                          "rows": bench.rows, "random": bench.random}, indent=2))
+
+
+def _itq_rows(bench: Bench, store: Path, work: Path, ckpt: Path, t_train: float, args: argparse.Namespace,
+              names: tuple[str, ...]) -> None:
+    """Classifier features -> PCA + ITQ codes of each length."""
+    emb, t_emb = embed(ckpt, store, work / "emb-classifier", None)
+    s = split_rows(emb, names)
+    for bits in args.bits:
+        t0 = time.perf_counter()
+        enc = fit_itq(s["train"][0], bits=bits, seed=args.seed)
+        t_itq = time.perf_counter() - t0
+        bench.score("classifier+ITQ", bits, "s1s2->s1s2", enc.project(s["test"][0]), s["test"][1],
+                    enc.project(s["train"][0]), s["train"][1], "hamming", t_train + t_itq, t_emb)
 
 
 if __name__ == "__main__":
