@@ -148,14 +148,8 @@ class BandStatsEmbedder:
         return self.features(_batch_from_bands(bands, self.bands))
 
 
-def model_modalities(model: Any) -> tuple[str, ...]:
-    """``model.modalities`` (the embedding contract), else the classifier's own modality."""
-    have = getattr(model, "modalities", None)
-    return tuple(have) if have else (str(model.spec.modality),)
-
-
 class CheckpointEmbedder:
-    """``model.embed(batch, modality)`` (or ``model.features`` for a classifier's own modality) of a
+    """``model.embed(batch, modality)`` (a classifier's: its features, own modality only) of a
     ``benmm train`` checkpoint, after the checkpoint's own batch transform."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", modality: str | None = None) -> None:
@@ -171,11 +165,11 @@ class CheckpointEmbedder:
             raise
         except Exception as exc:  # a damaged file surfaces as the reader library's own error type
             raise RetrievalError(f"{self.path}: cannot load the checkpoint ({exc})") from None
-        self.modalities = model_modalities(self.model)
+        self.modalities = tuple(self.model.modalities)
         _check_side(modality, self.modalities, f"model {self.path.name} ({self.info.get('name')})")
         own = str(self.info.get("modality") or self.modalities[-1])
         self.modality = modality or (own if own in self.modalities else self.modalities[-1])
-        bits = getattr(self.model, "code_bits", None)
+        bits = self.model.code_bits
         self.code_bits: int | None = None if bits is None else int(bits)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
@@ -197,8 +191,7 @@ class CheckpointEmbedder:
         moved = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                  for k, v in batch.items()}
         x = self.transform(moved)
-        embed = getattr(self.model, "embed", None)
-        return embed(x, self.modality) if callable(embed) else self.model.features(x)
+        return self.model.embed(x, self.modality)
 
     def features(self, batch: Mapping[str, Any]) -> np.ndarray:
         import torch
